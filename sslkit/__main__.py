@@ -1,0 +1,5 @@
+"""``python -m sslkit`` (what torchrun launches)."""
+
+from sslkit.cli import main
+
+main()

@@ -1,0 +1,102 @@
+"""The ``sslkit`` command group. Subcommands are imported lazily so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+
+import click
+
+SUBCOMMANDS = {
+    "methods": "sslkit.commands.methods:methods",
+    "pretrain": "sslkit.commands.pretrain:pretrain",
+    "extract": "sslkit.commands.extract:extract",
+    "knn": "sslkit.commands.knn:knn",
+}
+DEBUG_KEY = "sslkit.debug"
+
+
+class BadInputError(click.ClickException):
+    """Bad input: one line on stderr, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:  # noqa: D102 - click API
+        click.echo(f"error: {self.message}", err=True)
+
+
+class InternalError(click.ClickException):
+    """An unexpected failure: one line (traceback with --debug), exit code 1."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:  # noqa: D102 - click API
+        click.echo(f"internal error: {self.message} (run with --debug for the traceback)",
+                   err=True)  # fmt: skip
+
+
+def set_debug(ctx: click.Context, _param, value: bool) -> None:
+    """Callback of every ``--debug`` flag: remember it for the error handler."""
+    if value:
+        ctx.meta[DEBUG_KEY] = True
+
+
+debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=set_debug,
+    help="Show full tracebacks on errors.",
+)  # fmt: skip
+
+
+class SslkitGroup(click.Group):
+    """A click group with lazily imported subcommands and sslkit's error contract."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in SUBCOMMANDS:
+            return None
+        module_name, attribute = SUBCOMMANDS[name].split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def invoke(self, ctx: click.Context):
+        from sslkit.errors import BadInput
+
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except BadInput as exc:
+            if ctx.meta.get(DEBUG_KEY):
+                traceback.print_exc()
+            raise BadInputError(str(exc).splitlines()[0] if str(exc) else "bad input") from exc
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as exc:
+            if ctx.meta.get(DEBUG_KEY):
+                traceback.print_exc()
+            message = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            raise InternalError(message) from exc
+
+
+@click.group(cls=SslkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sslkit")
+@debug_option
+def cli() -> None:
+    """Self-supervised visual representation learning: pre-train, extract, evaluate.
+
+    \b
+    Example (trains on the bundled digits, no download):
+      sslkit pretrain --method moco --epochs 5 --workdir runs/moco
+      sslkit knn --checkpoint runs/moco/checkpoint.pt --data digits
+    """
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli.main(args=sys.argv[1:], prog_name="sslkit")
+
+
+if __name__ == "__main__":
+    main()

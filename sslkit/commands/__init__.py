@@ -1,0 +1,1 @@
+"""One thin module per subcommand: options -> library call -> table / JSON."""

@@ -1,0 +1,133 @@
+"""``sslkit knn``: weighted kNN accuracy from feature files or a checkpoint."""
+
+from __future__ import annotations
+
+import click
+
+from sslkit.commands.common import debug_option, device_option, json_option
+
+
+def parse_ks(_ctx, _param, value: str) -> list[int]:
+    """``"10,20,100,200"`` -> ``[10, 20, 100, 200]``."""
+    try:
+        ks = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter("use comma-separated positive integers, e.g. 10,20,100,200")
+    if not ks or min(ks) <= 0:
+        raise click.BadParameter("use comma-separated positive integers, e.g. 10,20,100,200")
+    return ks
+
+
+@click.command()
+@click.option("--train", "train_path", type=click.Path(dir_okay=False), default=None,
+              help="Feature file of the bank (training split).")
+@click.option("--test", "test_path", type=click.Path(dir_okay=False), default=None,
+              help="Feature file of the queries (test split).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Instead of feature files: a checkpoint ...")
+@click.option("--data", "data_spec", default=None, metavar="SPEC",
+              help="... and a data spec (its train and test splits are embedded and cached).")
+@click.option("--layer", type=click.Choice(["backbone", "head"]), default="backbone",
+              show_default=True)
+@click.option("--arch", default=None, help="Backbone arch if the checkpoint does not say.")
+@click.option("--k", "ks", default="10,20,100,200", show_default=True, callback=parse_ks,
+              help="Numbers of neighbours, comma-separated.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.07,
+              show_default=True, help="Vote weight exp(similarity / temperature).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Feature cache folder (default $SSLKIT_CACHE or ~/.cache/sslkit).")
+@click.option("--no-cache", is_flag=True, help="Always re-extract (and do not store).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
+@device_option
+@json_option
+@debug_option
+def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperature, cache_dir,
+        no_cache, batch_size, download, device, json_path) -> None:  # fmt: skip
+    """Weighted kNN classification (cosine similarity, exp(s/T) votes), top-1 and top-5.
+
+    \b
+    Examples:
+      sslkit knn --train train.h5 --test test.h5
+      sslkit knn --checkpoint runs/moco-digits/checkpoint.pt --data digits --json -
+    """
+    import time
+
+    from sslkit.engine.distributed import choose_device
+    from sslkit.errors import BadInput
+    from sslkit.eval.knn import knn_classify
+    from sslkit.utils.jsonout import write_json
+
+    by_files = train_path is not None or test_path is not None
+    by_checkpoint = checkpoint is not None or data_spec is not None
+    if by_files == by_checkpoint:
+        raise BadInput("give either --train and --test feature files, or --checkpoint and --data")
+    started = time.perf_counter()
+    torch_device = choose_device(device)
+    if by_files:
+        if not (train_path and test_path):
+            raise BadInput("both --train and --test feature files are needed")
+        train, test, sources = _from_files(train_path, test_path)
+    else:
+        if not (checkpoint and data_spec):
+            raise BadInput("both --checkpoint and --data are needed")
+        train, test, sources = _from_checkpoint(checkpoint, data_spec, layer, arch, cache_dir,
+                                                no_cache, batch_size, download, torch_device)
+    result = knn_classify(train.features, train.labels, test.features, test.labels, ks,
+                          temperature, torch_device)  # fmt: skip
+    output = {**result.as_dict(), "inputs": sources,
+              "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
+    _print(result, json_path)
+    write_json(output, json_path)
+
+
+def _from_files(train_path: str, test_path: str):
+    from sslkit.features.store import read_features
+
+    train, test = read_features(train_path), read_features(test_path)
+    sources = {"train": {"path": train_path, **train.attrs},
+               "test": {"path": test_path, **test.attrs}}  # fmt: skip
+    return train, test, sources
+
+
+def _from_checkpoint(checkpoint, spec, layer, arch, cache_dir, no_cache, batch_size, download,
+                     device):  # fmt: skip
+    from pathlib import Path
+
+    from sslkit.features.cache import cached_features, default_cache_dir
+    from sslkit.features.extract import load_feature_network
+    from sslkit.features.service import (
+        compute_features,
+        eval_transform_for,
+        load_dataset,
+        provenance_of,
+    )
+
+    network = load_feature_network(checkpoint, layer, arch)
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    parts, sources = [], {}
+    for split in ("train", "test"):
+        dataset = load_dataset(spec, split, network, download)
+
+        def compute(dataset=dataset):
+            return compute_features(network, dataset, device, batch_size)
+
+        if no_cache:
+            features, hit, path = compute(), False, None
+        else:
+            provenance = provenance_of(network, dataset, eval_transform_for(network, dataset))
+            features, hit, path = cached_features(folder, provenance, compute)
+        parts.append(features)
+        sources[split] = {"cache_hit": hit, "cache_file": str(path) if path else None,
+                          **features.attrs}  # fmt: skip
+    return parts[0], parts[1], sources
+
+
+def _print(result, json_path) -> None:
+    from sslkit.commands.common import print_table
+
+    rows = [[k, result.top1[k], result.top5[k]] for k in sorted(result.top1)]
+    title = (f"kNN (T={result.temperature}, {result.train_size} train / "
+             f"{result.test_size} test) best top-1 {result.top1[result.best_k]:.2f} "
+             f"at k={result.best_k}")  # fmt: skip
+    print_table(title, ["k", "top-1 %", "top-5 %"], rows, to_stderr=json_path == "-")

@@ -1,0 +1,111 @@
+"""``sslkit pretrain``: learn an encoder without labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sslkit.commands.common import debug_option, device_option, json_option, seed_option
+
+
+@click.command()
+@click.option("--method", "method_name", required=True, help="Method name (see 'sslkit methods').")
+@click.option("--data", "data_spec", default=None, metavar="SPEC",
+              help="Training data: digits (default), fashion-mnist[:ROOT], imagefolder:PATH, "
+                   "cifar10:ROOT, cifar100:ROOT, stl10:ROOT; add @N for a balanced subset.")
+@click.option("--config", "config_file", default=None, metavar="FILE",
+              help="YAML recipe (a path, or a shipped name like moco/fashion-mnist). "
+                   "Default: the shipped recipe for the method and dataset, if any.")
+@click.option("--arch", default=None, help="Backbone, e.g. resnet18, resnet18-small, resnet50.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Number of epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Total batch size over all processes.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning rate (before linear scaling, if enabled).")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default runs/<method>-<dataset>).")
+@click.option("--resume", is_flag=True, help="Continue from WORKDIR/checkpoint.pt if present.")
+@click.option("--force", is_flag=True, help="Start over even if WORKDIR holds a checkpoint.")
+@click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
+@click.option("--num-workers", type=click.IntRange(min=0), default=None,
+              help="Image-decoding worker processes (image folders).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any config value, e.g. --set method.queue_size=4096 (repeatable).")
+@click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
+@device_option
+@seed_option
+@json_option
+@debug_option
+def pretrain(method_name, data_spec, config_file, arch, epochs, batch_size, lr, workdir, resume,
+             force, download, num_workers, overrides, no_progress, device, seed,
+             json_path) -> None:  # fmt: skip
+    """Pre-train an encoder with a self-supervised method.
+
+    Config precedence: method defaults < recipe YAML < flags < --set. The resolved config,
+    metrics.jsonl and checkpoint.pt are written to the workdir.
+
+    \b
+    Examples:
+      sslkit pretrain --method moco --epochs 5
+      sslkit pretrain --method moco --data fashion-mnist --config moco/fashion-mnist
+      torchrun --nproc-per-node 2 -m sslkit pretrain --method moco --data digits
+    """
+    from sslkit import config as cfg
+    from sslkit.data.specs import parse_spec
+    from sslkit.engine import distributed
+    from sslkit.engine.checkpointing import CHECKPOINT_NAME
+    from sslkit.engine.trainer import Trainer
+    from sslkit.errors import BadInput
+    from sslkit.methods.registry import get_method
+    from sslkit.utils.jsonout import write_json
+
+    method_cls = get_method(method_name)
+    set_layer = cfg.parse_set(overrides)
+    spec = data_spec or set_layer.get("data", {}).get("spec")
+    if spec is None and config_file:
+        spec = cfg.load_yaml(config_file).get("data", {}).get("spec")
+    spec = spec or "digits"
+    parsed = parse_spec(spec)
+    if config_file:
+        recipe = cfg.load_yaml(config_file)
+    else:
+        found = cfg.find_recipe(method_name, parsed.name)
+        recipe = cfg.load_yaml(found) if found else {}
+    flags: dict = {"data": {"spec": spec, "download": download}, "method": {"name": method_name}}
+    for section, key, value in (("model", "arch", arch), ("train", "epochs", epochs),
+                                ("train", "batch_size", batch_size), ("train", "lr", lr),
+                                ("train", "seed", seed), ("train", "device", device),
+                                ("train", "num_workers", num_workers)):  # fmt: skip
+        if value is not None:
+            flags.setdefault(section, {})[key] = value
+    config = cfg.resolve(method_cls, recipe, flags, set_layer)
+    if config["method"]["name"] != method_name:
+        raise BadInput("the recipe names another method: drop --config or change --method")
+    workdir = Path(workdir or f"runs/{method_name}-{parsed.name}")
+    if (workdir / CHECKPOINT_NAME).exists() and not (resume or force):
+        raise BadInput(f"{workdir} already holds a checkpoint: pass --resume to continue it "
+                       "or --force to start over")  # fmt: skip
+    if force and not resume:
+        (workdir / CHECKPOINT_NAME).unlink(missing_ok=True)
+        (workdir / "metrics.jsonl").unlink(missing_ok=True)
+    trainer = Trainer(config, workdir, resume=resume, show_progress=not no_progress)
+    try:
+        summary = trainer.fit()
+    finally:
+        distributed.teardown()
+    if trainer.dist.is_main:
+        _report(summary, json_path)
+        write_json(summary, json_path)
+
+
+def _report(summary: dict, json_path: str | None) -> None:
+    from sslkit.commands.common import print_table
+
+    final = summary["final"]
+    rows = [["checkpoint", summary["checkpoint"]], ["method", summary["method"]],
+            ["arch", summary["arch"]], ["data", summary["data"]],
+            ["epochs", summary["epochs"]], ["steps", summary["steps"]],
+            ["seconds", summary["seconds"]], ["images/s", summary["images_per_second"]]]
+    rows += [[f"last epoch {key}", value] for key, value in final.items()]
+    print_table("pretrain", ["", "value"], rows, to_stderr=json_path == "-")

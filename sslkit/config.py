@@ -1,0 +1,139 @@
+"""Configuration: method defaults < recipe YAML < command-line flags < ``--set key=value``.
+
+The resolved configuration is a plain nested dict (YAML-serialisable) with sections
+``method``, ``data``, ``model``, ``augment`` and ``train``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sslkit.errors import BadInput
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 200,
+    "batch_size": 256,  # total over all processes
+    "lr": 0.03,
+    "lr_scaling": "none",  # or "linear": lr x batch_size / reference_batch_size
+    "reference_batch_size": 256,
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "schedule": "cosine",  # cosine | step | constant
+    "schedule_unit": "epoch",  # epoch (MoCo/PCL/HCSC scripts) | step
+    "milestones": [120, 160],
+    "gamma": 0.1,
+    "final_lr_ratio": 0.0,
+    "warmup_epochs": 0,
+    "warmup_start": 0.0,
+    "checkpoint_every": 10,
+    "keep_checkpoints": False,  # also keep checkpoint_epochNNNN.pt at every save
+    "log_every": 10,
+    "num_workers": 0,
+    "amp": True,  # mixed precision, used on CUDA only
+    "channels_last": True,
+    "seed": 0,
+    "device": "auto",
+}
+
+
+def recipes_dir() -> Path:
+    """The ``configs/`` folder shipped with sslkit (recipes ``<method>/<dataset>.yaml``)."""
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def find_recipe(method: str, dataset: str) -> Path | None:
+    """The shipped recipe for a method on a dataset, if there is one."""
+    path = recipes_dir() / method / f"{dataset}.yaml"
+    return path if path.is_file() else None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file; missing files and non-mappings are bad input."""
+    path = Path(path)
+    if not path.is_file():
+        named = recipes_dir() / f"{path}.yaml" if not path.suffix else None
+        if named is None or not named.is_file():
+            raise BadInput(f"config file {path} not found: pass a YAML file or a recipe name "
+                           f"like moco/fashion-mnist (see {recipes_dir()})")  # fmt: skip
+        path = named
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise BadInput(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from exc
+    if not isinstance(data, dict):
+        raise BadInput(f"config file {path} must hold a mapping of sections")
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``override`` merged in, recursively for nested dicts."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_set(assignments: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``["train.lr=0.1", "method.queue_size=4096"]`` -> nested dict (values parsed as YAML)."""
+    result: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or "." not in key:
+            raise BadInput(f"bad --set '{item}': write SECTION.KEY=VALUE, e.g. train.lr=0.1")
+        value = yaml.safe_load(raw) if raw else None
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return result
+
+
+def method_defaults(method_cls: type) -> dict[str, Any]:
+    """The defaults a method declares, as a config dict."""
+    return {
+        "method": {"name": method_cls.name,
+                   **dataclasses.asdict(method_cls.Config())},  # fmt: skip
+        "train": {**TRAIN_DEFAULTS, **method_cls.default_train},
+        "augment": copy.deepcopy(method_cls.default_augment),
+        "model": {"arch": None},
+        "data": {"spec": "digits", "download": False, "image_size": None},
+    }
+
+
+def resolve(method_cls: type, *layers: dict[str, Any]) -> dict[str, Any]:
+    """Merge the layers over the method's defaults and check every key is known."""
+    config = method_defaults(method_cls)
+    for layer in layers:
+        check_keys(config, layer)
+        config = deep_merge(config, layer)
+    return config
+
+
+def check_keys(reference: dict[str, Any], layer: dict[str, Any], prefix: str = "") -> None:
+    """Unknown sections or keys are bad input (typos must not be silently ignored)."""
+    for key, value in layer.items():
+        where = f"{prefix}{key}"
+        if key not in reference:
+            known = ", ".join(sorted(reference))
+            raise BadInput(f"unknown config key '{where}': known here are {known}")
+        if isinstance(value, dict) and isinstance(reference[key], dict):
+            check_keys(reference[key], value, where + ".")
+
+
+def method_config(method_cls: type, section: dict[str, Any]):
+    """Build the method's ``Config`` dataclass from the ``method`` section."""
+    values = {k: v for k, v in section.items() if k != "name"}
+    try:
+        return method_cls.Config(**values)
+    except TypeError as exc:
+        raise BadInput(f"bad method config for {method_cls.name}: {exc}") from exc

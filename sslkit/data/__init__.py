@@ -1,0 +1,1 @@
+"""Datasets (named by spec strings), view pipelines and samplers."""

@@ -1,0 +1,1 @@
+"""Training loop, distributed helpers, optimisers and schedules, checkpointing, logging."""

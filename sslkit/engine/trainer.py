@@ -1,0 +1,256 @@
+"""The training loop: one loop for every method, read top to bottom in :meth:`Trainer.fit`.
+
+The trainer owns the device, AMP and channels_last, the optimiser and lr schedule,
+checkpointing, logging and DistributedDataParallel. It never knows which method it
+trains: the method turns batches of views into loss terms (see ``sslkit.methods.base``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from sslkit.config import method_config
+from sslkit.data.loader import iterate_images, training_batches
+from sslkit.data.specs import load_split
+from sslkit.data.views import make_views
+from sslkit.engine import distributed
+from sslkit.engine.checkpointing import (
+    CHECKPOINT_NAME,
+    read_training_checkpoint,
+    restore_rng_state,
+    training_payload,
+    write_training_checkpoint,
+)
+from sslkit.engine.logging import MetricsLog, TrainingProgress
+from sslkit.engine.optim import apply_lr, build_optimizer, lr_factor, scaled_lr
+from sslkit.errors import BadInput
+from sslkit.features.extract import EvalTransform, embed_dataset
+from sslkit.methods.base import Batch, EpochContext, StepContext
+from sslkit.methods.registry import get_method
+from sslkit.models.backbones import build_backbone, default_arch
+from sslkit.utils.atomic import atomic_path, remove_stale_temp_files
+
+
+class TrainingDiverged(BadInput):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _seeded_generator(device: torch.device, *seeds: int) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(hash(tuple(seeds)) & 0x7FFF_FFFF_FFFF)
+    return generator
+
+
+class Trainer:
+    """Pre-trains a method on a dataset as a resolved config says, in ``workdir``."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path, resume: bool = False,
+                 show_progress: bool = True) -> None:  # fmt: skip
+        self.workdir = Path(workdir)
+        self.dist = distributed.setup(config["train"]["device"])
+        self.resume_state = self._resume_state() if resume else None
+        if self.resume_state is not None:
+            config = self.resume_state["config"]
+        self.config = config
+        self.train = config["train"]
+        self.show_progress = show_progress and self.dist.is_main
+        if self.train["batch_size"] % self.dist.world_size:
+            raise BadInput(f"batch size {self.train['batch_size']} is not divisible by the "
+                           f"{self.dist.world_size} processes: choose a multiple")  # fmt: skip
+        self.batch_per_rank = self.train["batch_size"] // self.dist.world_size
+
+    def _resume_state(self) -> dict[str, Any] | None:
+        path = self.workdir / CHECKPOINT_NAME
+        return read_training_checkpoint(path) if path.is_file() else None
+
+    # -- construction -------------------------------------------------------------------
+    def _build(self) -> None:
+        config, device = self.config, self.dist.device
+        torch.manual_seed(self.train["seed"])  # same initial weights on every rank
+        self.dataset = load_split(config["data"]["spec"], "train",
+                                  download=config["data"]["download"],
+                                  image_size=config["data"]["image_size"])  # fmt: skip
+        info = self.dataset.info
+        config["model"]["arch"] = config["model"]["arch"] or default_arch(info.image_size)
+        method_cls = get_method(config["method"]["name"])
+        backbone = build_backbone(config["model"]["arch"])
+        self.method = method_cls(method_config(method_cls, config["method"]), backbone, info)
+        self.method.to(device)
+        self.channels_last = bool(self.train["channels_last"])
+        if self.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        self.view_spec = self.method.views(config["augment"])
+        eval_size = config["augment"].get("size") or info.image_size
+        self.eval_transform = EvalTransform(eval_size, info.mean, info.std)
+        self.base_lr = scaled_lr(self.train)
+        self.optimizer = build_optimizer(self.method.param_groups(), self.train, self.base_lr)
+        self.use_amp = bool(self.train["amp"]) and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        self.epoch, self.step = 0, 0
+        if self.resume_state is not None:
+            self._restore(self.resume_state)
+        self.model = self.method
+        if self.dist.distributed:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.method,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
+        self.steps_per_epoch = len(self._batches(0))
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state["method_state"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+
+    def _batches(self, epoch: int):
+        return training_batches(len(self.dataset), self.batch_per_rank, self.train["seed"],
+                                epoch, self.dist.rank, self.dist.world_size)  # fmt: skip
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train until ``train.epochs``; return a summary (also written to the workdir)."""
+        self._build()
+        if self.dist.is_main:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_files(self.workdir)
+            with atomic_path(self.workdir / "config.yaml") as tmp:
+                tmp.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        log = MetricsLog(self.workdir / "metrics.jsonl", enabled=self.dist.is_main)
+        epochs = self.train["epochs"]
+        started = time.perf_counter()
+        images_seen = 0
+        last: dict[str, float] = {}
+        with TrainingProgress(self.show_progress, epochs * self.steps_per_epoch) as progress:
+            while self.epoch < epochs:
+                last, seen = self._train_epoch(log, progress)
+                images_seen += seen
+                self.epoch += 1
+                log.write({"kind": "epoch", "epoch": self.epoch, "step": self.step, **last})
+                if self.epoch % self.train["checkpoint_every"] == 0 or self.epoch == epochs:
+                    self._save()
+        elapsed = time.perf_counter() - started
+        summary = {
+            "checkpoint": str(self.workdir / CHECKPOINT_NAME),
+            "method": self.config["method"]["name"],
+            "arch": self.config["model"]["arch"],
+            "data": self.dataset.spec,
+            "dataset_fingerprint": self.dataset.fingerprint(),
+            "epochs": self.epoch,
+            "steps": self.step,
+            "seconds": round(elapsed, 3),
+            "images_per_second": round(images_seen * self.dist.world_size / elapsed, 2)
+            if elapsed > 0 and images_seen else None,
+            "final": last,
+        }  # fmt: skip
+        return summary
+
+    def _train_epoch(self, log: MetricsLog, progress: TrainingProgress):
+        device = self.dist.device
+        generator = _seeded_generator(device, self.train["seed"], self.epoch, self.dist.rank)
+        self.method.train()
+        self.method.on_epoch_start(EpochContext(
+            epoch=self.epoch, epochs=self.train["epochs"], dist=self.dist,
+            generator=generator, extract_features=self._extract_features,
+        ))  # fmt: skip
+        batches = self._batches(self.epoch)
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
+        totals: dict[str, float] = {}
+        window_start, window_images, seen = time.perf_counter(), 0, 0
+        for position, (images, indices) in enumerate(
+            iterate_images(self.dataset, batches, self.train["num_workers"])
+        ):
+            epoch_position = self.epoch + (position / len(batches)
+                                           if self.train["schedule_unit"] == "step" else 0)
+            factor = lr_factor(self.train, epoch_position)
+            apply_lr(self.optimizer, factor)
+            ctx = StepContext(self.epoch, self.step, self.train["epochs"], len(batches),
+                              factor, self.dist, generator)  # fmt: skip
+            batch = self._to_batch(images, indices, generator)
+            inner = self.method.inner_step(batch, ctx)
+            with autocast:
+                outputs = self.model(batch, ctx)
+            loss = outputs["loss"]
+            if not torch.isfinite(loss.detach()):
+                raise TrainingDiverged(
+                    f"loss is {loss.item()} at epoch {self.epoch + 1} step {self.step}: lower "
+                    f"the lr; the last good checkpoint is {self.workdir / CHECKPOINT_NAME}"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            self.method.after_optimizer_step(ctx)
+            self.step += 1
+            seen += len(images)
+            window_images += len(images)
+            stats = {k: float(v.detach()) for k, v in outputs.items()} | inner
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + value
+            if self.step % self.train["log_every"] == 0 or position == len(batches) - 1:
+                now = time.perf_counter()
+                rate = window_images * self.dist.world_size / max(now - window_start, 1e-9)
+                window_start, window_images = now, 0
+                shown = {"loss": stats["loss"], "lr": self.optimizer.param_groups[0]["lr"],
+                         "img/s": rate}  # fmt: skip
+                log.write({"kind": "step", "epoch": self.epoch + 1, "step": self.step,
+                           "lr": shown["lr"], "images_per_second": round(rate, 2),
+                           **{k: round(v, 6) for k, v in stats.items()}})  # fmt: skip
+                progress.update(self.epoch * len(batches) + position + 1,
+                                f"{self.epoch + 1}/{self.train['epochs']}", shown)  # fmt: skip
+        count = max(len(batches), 1)
+        means = {key: value / count for key, value in totals.items()}
+        if not math.isfinite(means.get("loss", 0.0)):
+            raise TrainingDiverged(f"mean loss is not finite in epoch {self.epoch + 1}")
+        return means, seen
+
+    def _to_batch(self, images: torch.Tensor, indices: torch.Tensor,
+                  generator: torch.Generator) -> Batch:  # fmt: skip
+        device = self.dist.device
+        images = images.to(device, non_blocking=True)
+        views = make_views(images, self.view_spec, generator)
+        if self.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        return Batch(views=views, indices=indices.to(device))
+
+    def _extract_features(self, network: torch.nn.Module) -> torch.Tensor:
+        """Embed the whole training set with ``network`` in eval mode (for E-steps)."""
+        was_training = network.training
+        network.eval()
+        try:
+            return embed_dataset(network, self.dataset, self.eval_transform, self.dist.device,
+                                 batch_size=max(self.batch_per_rank, 256),
+                                 num_workers=self.train["num_workers"])  # fmt: skip
+        finally:
+            network.train(was_training)
+
+    def _save(self) -> None:
+        if not self.dist.is_main:
+            distributed.barrier()
+            return
+        payload = training_payload(
+            method=self.method, config=self.config, epoch=self.epoch, step=self.step,
+            optimizer=self.optimizer, scaler=self.scaler, data_info=self.dataset.info,
+            dataset_fingerprint=self.dataset.fingerprint(),
+        )  # fmt: skip
+        path = write_training_checkpoint(self.workdir, payload)
+        if self.train["keep_checkpoints"]:
+            import shutil
+
+            with atomic_path(self.workdir / f"checkpoint_epoch{self.epoch:04d}.pt") as tmp:
+                shutil.copyfile(path, tmp)
+        distributed.barrier()

@@ -1,0 +1,1 @@
+"""Evaluation protocols (kNN; linear, semi-supervised and transfer arrive later)."""

@@ -1,0 +1,111 @@
+"""Weighted k-nearest-neighbour classification (Wu et al. 2018, NPID), in bounded memory.
+
+For every query the cosine similarities s to all bank features are computed, the top-K
+neighbours vote for their class with weight ``exp(s/τ)``, and the class with the largest
+summed weight is the prediction (top-5: the five largest). Queries are processed in
+chunks so that the ``chunk x N`` similarity block stays within ``memory_mb``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sslkit.errors import BadInput
+
+DEFAULT_KS = (10, 20, 100, 200)
+
+
+@dataclass
+class KnnResult:
+    """Top-1 / top-5 accuracy (in %) for every K, and the best K by top-1."""
+
+    top1: dict[int, float]
+    top5: dict[int, float]
+    temperature: float
+    train_size: int
+    test_size: int
+
+    @property
+    def best_k(self) -> int:
+        """The K with the highest top-1 (the smallest such K on ties)."""
+        return max(sorted(self.top1), key=lambda k: self.top1[k])
+
+    def as_dict(self) -> dict:
+        """Plain types for JSON."""
+        return {
+            "k": {str(k): {"top1": self.top1[k], "top5": self.top5[k]} for k in self.top1},
+            "best": {"k": self.best_k, "top1": self.top1[self.best_k],
+                     "top5": self.top5[self.best_k]},  # fmt: skip
+            "temperature": self.temperature,
+            "train_size": self.train_size,
+            "test_size": self.test_size,
+        }
+
+
+def _as_tensor(array, device: torch.device, dtype=torch.float32) -> torch.Tensor:
+    if isinstance(array, np.ndarray):
+        array = torch.from_numpy(np.ascontiguousarray(array))
+    return array.to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def knn_classify(
+    train_features,
+    train_labels,
+    test_features,
+    test_labels,
+    ks: tuple[int, ...] | list[int] = DEFAULT_KS,
+    temperature: float = 0.07,
+    device: torch.device | str = "cpu",
+    memory_mb: int = 256,
+) -> KnnResult:
+    """Weighted kNN accuracy of the test set against the train set for every K in ``ks``."""
+    device = torch.device(device)
+    if len(train_features) == 0 or len(test_features) == 0:
+        raise BadInput("kNN needs non-empty train and test features")
+    if train_features.shape[1] != test_features.shape[1]:
+        raise BadInput(
+            f"train features are {train_features.shape[1]}-d but test features are "
+            f"{test_features.shape[1]}-d: extract both with the same checkpoint and layer"
+        )
+    if temperature <= 0:
+        raise BadInput(f"temperature must be positive, got {temperature}")
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] <= 0:
+        raise BadInput("every K must be a positive integer, e.g. --k 10,20,100,200")
+    train_y = _as_tensor(train_labels, device, torch.long)
+    test_y = _as_tensor(test_labels, device, torch.long)
+    if bool((train_y < 0).any()) or bool((test_y < 0).any()):
+        raise BadInput("kNN needs labels, but some features have label -1 (unknown)")
+    bank = F.normalize(_as_tensor(train_features, device), dim=1)
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    k_max = min(ks[-1], bank.shape[0])
+    chunk = max(1, min(len(test_y), (memory_mb << 20) // (4 * bank.shape[0])))
+    correct1 = dict.fromkeys(ks, 0)
+    correct5 = dict.fromkeys(ks, 0)
+    bank_t = bank.t().contiguous()
+    for start in range(0, len(test_y), chunk):
+        queries = F.normalize(_as_tensor(test_features[start : start + chunk], device), dim=1)
+        truth = test_y[start : start + chunk]
+        values, neighbours = (queries @ bank_t).topk(k_max, dim=1)
+        weights = (values / temperature).exp()
+        neighbour_labels = train_y[neighbours]
+        for k in ks:
+            kk = min(k, k_max)
+            scores = torch.zeros(len(truth), num_classes, device=device)
+            scores.scatter_add_(1, neighbour_labels[:, :kk], weights[:, :kk])
+            best = scores.topk(min(5, num_classes), dim=1).indices
+            correct1[k] += int((best[:, 0] == truth).sum())
+            correct5[k] += int((best == truth.unsqueeze(1)).any(dim=1).sum())
+    total = len(test_y)
+    return KnnResult(
+        top1={k: 100.0 * correct1[k] / total for k in ks},
+        top5={k: 100.0 * correct5[k] / total for k in ks},
+        temperature=temperature,
+        train_size=int(bank.shape[0]),
+        test_size=total,
+    )

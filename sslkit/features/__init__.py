@@ -1,0 +1,1 @@
+"""Feature extraction, the HDF5 feature store and its cache."""

@@ -1,0 +1,132 @@
+"""Embed every image of a dataset split with a frozen network (shared by commands and methods)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslkit.data.base import ImageDataset
+from sslkit.data.loader import extraction_batches, iterate_images
+from sslkit.data.views import eval_transform
+from sslkit.engine.distributed import all_gather_variable, rank, world_size
+from sslkit.errors import BadInput
+from sslkit.models.checkpoint import LoadedEncoder, load_encoder
+
+LAYERS = ("backbone", "head")
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """The un-augmented view used for extraction: resize to ``size``, normalise."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return eval_transform(images, self.size, self.mean, self.std)
+
+    def describe(self) -> str:
+        """A string recorded in feature files and cache keys."""
+        return f"resize{self.size}+normalize(mean={list(self.mean)},std={list(self.std)})"
+
+
+@torch.no_grad()
+def embed_dataset(
+    network: Callable[[torch.Tensor], torch.Tensor],
+    dataset: ImageDataset,
+    transform: EvalTransform,
+    device: torch.device,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    normalize_rows: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """``N x D`` float32 features in dataset order, on ``device``, identical on every rank.
+
+    Each process embeds a contiguous share of the dataset; the shares are gathered in rank
+    order. Modules inside ``network`` should be in eval mode (the caller's choice).
+    """
+    batches = extraction_batches(len(dataset), batch_size, rank(), world_size())
+    autocast = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
+                else nullcontext())  # fmt: skip
+    parts = []
+    for images, _ in iterate_images(dataset, batches, num_workers):
+        images = transform(images.to(device, non_blocking=True))
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            output = network(images).float()
+        parts.append(F.normalize(output, dim=1) if normalize_rows else output)
+        if progress is not None:
+            progress(len(images))
+    mine = torch.cat(parts) if parts else torch.zeros(0, 1, device=device)
+    return all_gather_variable(mine)
+
+
+@dataclass
+class FeatureNetwork:
+    """A frozen network that maps images to features, and its provenance."""
+
+    network: nn.Module
+    layer: str
+    encoder: LoadedEncoder
+
+    def provenance(self) -> dict[str, Any]:
+        """Attributes recorded in feature files and JSON results."""
+        return {
+            "checkpoint_sha256": self.encoder.sha256,
+            "checkpoint_format": self.encoder.source_format,
+            "method": self.encoder.method or "",
+            "arch": self.encoder.arch,
+            "layer": self.layer,
+        }
+
+
+class _MethodEmbedding(nn.Module):
+    def __init__(self, method: nn.Module) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.method.embed(images)
+
+
+def load_feature_network(checkpoint: str, layer: str, arch: str | None = None) -> FeatureNetwork:
+    """The backbone (``layer=backbone``) or the method's embedding (``layer=head``) of a checkpoint."""
+    if layer not in LAYERS:
+        raise BadInput(f"unknown layer '{layer}': use {' or '.join(LAYERS)}")
+    encoder = load_encoder(checkpoint, arch)
+    if layer == "backbone":
+        return FeatureNetwork(encoder.backbone.eval(), layer, encoder)
+    if encoder.source_format != "sslkit":
+        raise BadInput("--layer head needs an sslkit checkpoint (others hold no head): "
+                       "use --layer backbone")  # fmt: skip
+    from sslkit.config import method_config
+    from sslkit.methods.registry import get_method
+
+    method_cls = get_method(encoder.method)
+    config = encoder.config
+    method = method_cls(method_config(method_cls, config["method"]), encoder.backbone,
+                        _data_info_from(encoder.checkpoint))  # fmt: skip
+    method.load_state_dict(encoder.checkpoint["method_state"])
+    return FeatureNetwork(_MethodEmbedding(method).eval(), layer, encoder)
+
+
+def _data_info_from(checkpoint: dict[str, Any]):
+    from sslkit.data.base import DataInfo
+
+    info = checkpoint["data_info"]
+    return DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in info.items()})
+
+
+def labels_and_indices(dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The labels and source indices to store beside extracted features."""
+    return dataset.labels.astype(np.int64), dataset.source_indices.astype(np.int64)

@@ -1,0 +1,105 @@
+"""The HDF5 feature file: ``features`` (N x D), ``labels`` (N), ``indices`` (N) + provenance.
+
+Readable with plain h5py. Attributes record where the features came from: sslkit
+version, checkpoint sha256, method, arch, layer, dataset spec and fingerprint, split,
+transform, whether rows are L2-normalised, and the creation time.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sslkit import __version__
+from sslkit.errors import BadInput
+from sslkit.utils.atomic import atomic_path
+
+FORMAT_TAG = "sslkit.features"
+REQUIRED_ATTRS = ("format", "sslkit_version", "layer", "dataset", "split")
+
+
+@dataclass
+class FeatureSet:
+    """Features read from (or to be written to) a feature file."""
+
+    features: np.ndarray  # N x D float32 / float16
+    labels: np.ndarray  # N int64, -1 when unknown
+    indices: np.ndarray  # N int64, dataset order
+    attrs: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension D."""
+        return int(self.features.shape[1])
+
+
+def write_features(path: str | Path, data: FeatureSet, half: bool = False) -> None:
+    """Write a feature file atomically (chunked datasets, temp file then rename)."""
+    import h5py
+
+    features = np.asarray(data.features, dtype=np.float16 if half else np.float32)
+    if features.ndim != 2 or len(features) != len(data.labels) != len(data.indices):
+        raise ValueError("features must be N x D with N labels and N indices")
+    attrs = {
+        "format": FORMAT_TAG,
+        "sslkit_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **data.attrs,
+    }
+    rows = max(1, min(len(features), (1 << 20) // max(1, features.shape[1] * features.itemsize)))
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as handle:
+            handle.create_dataset("features", data=features, chunks=(rows, features.shape[1]))
+            handle.create_dataset("labels", data=np.asarray(data.labels, dtype=np.int64))
+            handle.create_dataset("indices", data=np.asarray(data.indices, dtype=np.int64))
+            for key, value in attrs.items():
+                handle.attrs[key] = "" if value is None else value
+
+
+def read_features(path: str | Path) -> FeatureSet:
+    """Read and validate a feature file; a foreign, truncated or malformed file is bad input."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"feature file {path} not found: create it with 'sslkit extract'")
+    try:
+        with h5py.File(path, "r") as handle:
+            missing = [name for name in ("features", "labels", "indices") if name not in handle]
+            if missing or handle.attrs.get("format") != FORMAT_TAG:
+                raise BadInput(
+                    f"{path} is not an sslkit feature file (missing {', '.join(missing) or 'format tag'}):"
+                    " create it with 'sslkit extract'"
+                )
+            features = handle["features"][()]
+            labels = handle["labels"][()]
+            indices = handle["indices"][()]
+            attrs = {k: _plain(v) for k, v in handle.attrs.items()}
+    except OSError as exc:
+        raise BadInput(f"cannot read feature file {path} ({exc}): it is corrupt or not HDF5") from exc
+    if features.ndim != 2 or labels.ndim != 1 or len(labels) != len(features):
+        raise BadInput(
+            f"feature file {path} has the wrong shape: features {features.shape}, "
+            f"labels {labels.shape}; re-create it with 'sslkit extract'"
+        )
+    if len(features) == 0:
+        raise BadInput(f"feature file {path} holds no features: extract a non-empty split")
+    return FeatureSet(features, labels.astype(np.int64), indices.astype(np.int64), attrs)
+
+
+def _plain(value: Any) -> Any:
+    """h5py attribute values -> plain Python types for JSON."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value

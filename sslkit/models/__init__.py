@@ -1,0 +1,1 @@
+"""Backbones and checkpoint reading/writing."""

@@ -1,0 +1,113 @@
+"""Checkpoint files: sslkit's own format, plain torchvision state dicts, MoCo/PCL/HCSC releases.
+
+Every file is read with ``torch.load(weights_only=True)``: no pickle code ever runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslkit.errors import BadInput
+from sslkit.models.backbones import build_backbone, infer_arch
+from sslkit.utils.atomic import atomic_path, sha256_file
+
+FORMAT_TAG = "sslkit.checkpoint"
+FORMAT_VERSION = 1
+RELEASE_PREFIXES = ("module.encoder_q.", "encoder_q.", "module.encoder.", "module.backbone.")
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (temporary file + rename)."""
+    payload = {"format": FORMAT_TAG, "version": FORMAT_VERSION, **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load any checkpoint file safely; unreadable files are bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"checkpoint {path} not found: pass the path of a .pt file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise BadInput(f"cannot read checkpoint {path}: {first[:200]}") from exc
+    if not isinstance(data, dict):
+        raise BadInput(f"{path} is not a checkpoint (a {type(data).__name__}, not a dict)")
+    return data
+
+
+def is_sslkit_checkpoint(data: dict[str, Any]) -> bool:
+    """True for files written by :func:`save_checkpoint`."""
+    return data.get("format") == FORMAT_TAG
+
+
+def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def encoder_state(data: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """The backbone's state dict in torchvision naming, and the detected format name.
+
+    Formats: sslkit (``encoder``), official releases with ``state_dict`` keys prefixed
+    ``module.encoder_q.`` (MoCo/PCL/HCSC/CLD/LoGo) or ``module.encoder.`` (SimSiam), and
+    plain torchvision state dicts. Heads (``fc.*``) are dropped.
+    """
+    if is_sslkit_checkpoint(data):
+        return dict(data["encoder"]), "sslkit"
+    state = data.get("state_dict", data.get("model", data))
+    if not isinstance(state, dict):
+        raise BadInput("checkpoint of the wrong kind: no state dict inside")
+    for prefix in RELEASE_PREFIXES:
+        stripped = _strip(state, prefix)
+        if "conv1.weight" in stripped:
+            return {k: v for k, v in stripped.items() if not k.startswith("fc.")}, "release"
+    if "conv1.weight" in state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return {k: v for k, v in state.items() if not k.startswith("fc.")}, "torchvision"
+    raise BadInput(
+        "checkpoint of the wrong kind: expected an sslkit checkpoint, a torchvision ResNet "
+        "state dict or a MoCo/PCL/HCSC release (module.encoder_q.*)"
+    )
+
+
+@dataclass
+class LoadedEncoder:
+    """A backbone read from a checkpoint, with where it came from."""
+
+    backbone: nn.Module
+    arch: str
+    source_format: str
+    sha256: str
+    method: str | None
+    config: dict[str, Any] | None
+    checkpoint: dict[str, Any]
+
+
+def load_encoder(path: str | Path, arch: str | None = None) -> LoadedEncoder:
+    """Build the backbone a checkpoint holds and load its weights (strictly)."""
+    data = read_checkpoint(path)
+    state, source = encoder_state(data)
+    arch = arch or data.get("arch") or infer_arch(state)
+    backbone = build_backbone(arch)
+    try:
+        backbone.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise BadInput(
+            f"checkpoint {path} does not fit arch '{arch}' "
+            f"({str(exc).splitlines()[0]}): pass the right --arch"
+        ) from exc
+    return LoadedEncoder(
+        backbone=backbone,
+        arch=arch,
+        source_format=source,
+        sha256=sha256_file(path),
+        method=data.get("method"),
+        config=data.get("config"),
+        checkpoint=data,
+    )

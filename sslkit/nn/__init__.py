@@ -1,0 +1,1 @@
+"""Shared building blocks: heads, momentum encoder, queue, losses."""

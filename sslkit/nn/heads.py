@@ -1,0 +1,30 @@
+"""Projection heads (Linear, MoCo v2 MLP) on top of a backbone's pooled feature."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def projection_head(in_dim: int, out_dim: int, hidden_dim: int | None = None) -> nn.Module:
+    """``Linear(in, out)``, or the MoCo v2 MLP ``Linear(in, hidden) -> ReLU -> Linear(hidden, out)``.
+
+    Both linears carry a bias and there is no BatchNorm (MoCo v2, PCL v2, HCSC).
+    ``hidden_dim=None`` gives the single linear layer of MoCo v1 / PCL v1 / NPID.
+    """
+    if hidden_dim is None:
+        return nn.Linear(in_dim, out_dim)
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
+    )
+
+
+class EncoderWithHead(nn.Module):
+    """``backbone`` followed by ``head``: image batch -> un-normalised embedding."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, images):
+        return self.head(self.backbone(images))
