@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "pretrain": "sslkit.commands.pretrain:pretrain",
     "extract": "sslkit.commands.extract:extract",
     "knn": "sslkit.commands.knn:knn",
+    "cluster": "sslkit.commands.cluster:cluster",
 }
 DEBUG_KEY = "sslkit.debug"
 
@@ -76,7 +77,8 @@ class SslkitGroup(click.Group):
         except Exception as exc:
             if ctx.meta.get(DEBUG_KEY):
                 traceback.print_exc()
-            message = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            text = str(exc).strip()
+            message = f"{exc.__class__.__name__}: {text.splitlines()[0] if text else ''}"
             raise InternalError(message) from exc
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def parse_set(assignments: tuple[str, ...] | list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key or "." not in key:
             raise BadInput(f"bad --set '{item}': write SECTION.KEY=VALUE, e.g. train.lr=0.1")
-        value = yaml.safe_load(raw) if raw else None
+        value = parse_value(raw, item)
         node = result
         *parents, leaf = key.split(".")
         for part in parents:
@@ -98,12 +99,34 @@ def parse_set(assignments: tuple[str, ...] | list[str]) -> dict[str, Any]:
     return result
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def parse_value(raw: str, item: str = "") -> Any:
+    """A ``--set`` value parsed as YAML, with ``1e-3``-style numbers read as floats.
+
+    (YAML 1.1 reads an exponent without a dot as a string, which would make ``lr=1e-3``
+    a string lr.)
+    """
+    if not raw:
+        return None
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise BadInput(f"bad --set '{item or raw}': value is not valid YAML ({problem}); "
+                       "quote strings, e.g. key='a: b'") from exc  # fmt: skip
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
 def method_defaults(method_cls: type) -> dict[str, Any]:
     """The defaults a method declares, as a config dict."""
     return {
         "method": {"name": method_cls.name,
                    **dataclasses.asdict(method_cls.Config())},  # fmt: skip
-        "train": {**TRAIN_DEFAULTS, **method_cls.default_train},
+        "train": copy.deepcopy({**TRAIN_DEFAULTS, **method_cls.default_train}),
         "augment": copy.deepcopy(method_cls.default_augment),
         "model": {"arch": None},
         "data": {"spec": "digits", "download": False, "image_size": None},

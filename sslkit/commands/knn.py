@@ -12,7 +12,7 @@ def parse_ks(_ctx, _param, value: str) -> list[int]:
     try:
         ks = [int(part) for part in value.split(",") if part.strip()]
     except ValueError:
-        raise click.BadParameter("use comma-separated positive integers, e.g. 10,20,100,200")
+        ks = []
     if not ks or min(ks) <= 0:
         raise click.BadParameter("use comma-separated positive integers, e.g. 10,20,100,200")
     return ks

@@ -58,36 +58,46 @@ def pretrain(method_name, data_spec, config_file, arch, epochs, batch_size, lr, 
     from sslkit.engine.trainer import Trainer
     from sslkit.errors import BadInput
     from sslkit.methods.registry import get_method
+    from sslkit.models.checkpoint import read_checkpoint
     from sslkit.utils.jsonout import write_json
 
     method_cls = get_method(method_name)
     set_layer = cfg.parse_set(overrides)
-    spec = data_spec or set_layer.get("data", {}).get("spec")
-    if spec is None and config_file:
-        spec = cfg.load_yaml(config_file).get("data", {}).get("spec")
-    spec = spec or "digits"
-    parsed = parse_spec(spec)
-    if config_file:
-        recipe = cfg.load_yaml(config_file)
-    else:
-        found = cfg.find_recipe(method_name, parsed.name)
-        recipe = cfg.load_yaml(found) if found else {}
-    flags: dict = {"data": {"spec": spec, "download": download}, "method": {"name": method_name}}
-    for section, key, value in (("model", "arch", arch), ("train", "epochs", epochs),
-                                ("train", "batch_size", batch_size), ("train", "lr", lr),
-                                ("train", "seed", seed), ("train", "device", device),
-                                ("train", "num_workers", num_workers)):  # fmt: skip
+    flags: dict = {"method": {"name": method_name}}
+    for section, key, value in (("data", "spec", data_spec), ("model", "arch", arch),
+                                ("train", "epochs", epochs), ("train", "batch_size", batch_size),
+                                ("train", "lr", lr), ("train", "seed", seed),
+                                ("train", "device", None if device == "auto" else device),
+                                ("train", "num_workers", num_workers),
+                                ("data", "download", download or None)):  # fmt: skip
         if value is not None:
             flags.setdefault(section, {})[key] = value
-    config = cfg.resolve(method_cls, recipe, flags, set_layer)
-    if config["method"]["name"] != method_name:
-        raise BadInput("the recipe names another method: drop --config or change --method")
+    spec = data_spec or set_layer.get("data", {}).get("spec")
+    recipe = cfg.load_yaml(config_file) if config_file else {}
+    spec = spec or recipe.get("data", {}).get("spec") or "digits"
+    parsed = parse_spec(spec)
     workdir = Path(workdir or f"runs/{method_name}-{parsed.name}")
-    if (workdir / CHECKPOINT_NAME).exists() and not (resume or force):
+    checkpoint_path = workdir / CHECKPOINT_NAME
+    if checkpoint_path.exists() and not (resume or force):
         raise BadInput(f"{workdir} already holds a checkpoint: pass --resume to continue it "
                        "or --force to start over")  # fmt: skip
+    if resume and checkpoint_path.exists():
+        # Continue the saved run; flags given now (e.g. more --epochs) still apply.
+        saved = read_checkpoint(checkpoint_path)
+        if saved.get("method") != method_name:
+            raise BadInput(f"{checkpoint_path} was trained with '{saved.get('method')}', "
+                           f"not '{method_name}': pass --method {saved.get('method')}")  # fmt: skip
+        config = cfg.resolve(method_cls, saved["config"], flags, set_layer)
+    else:
+        if not config_file:
+            found = cfg.find_recipe(method_name, parsed.name)
+            recipe = cfg.load_yaml(found) if found else {}
+        flags.setdefault("data", {})["spec"] = spec
+        config = cfg.resolve(method_cls, recipe, flags, set_layer)
+    if config["method"]["name"] != method_name:
+        raise BadInput("the recipe names another method: drop --config or change --method")
     if force and not resume:
-        (workdir / CHECKPOINT_NAME).unlink(missing_ok=True)
+        checkpoint_path.unlink(missing_ok=True)
         (workdir / "metrics.jsonl").unlink(missing_ok=True)
     trainer = Trainer(config, workdir, resume=resume, show_progress=not no_progress)
     try:

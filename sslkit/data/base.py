@@ -28,6 +28,7 @@ class DataInfo:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     class_names: tuple[str, ...] = field(default=(), compare=False)
+    num_samples: int = field(default=0, compare=False)  # training-set size (0 = unknown)
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -7,6 +7,7 @@ import hashlib
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -252,7 +253,7 @@ class ImageFolderDataset(ImageDataset):
         path = self.paths[index]
         try:
             with Image.open(path) as image:
-                image = image.convert("RGB")
+                image = to_rgb8(image)
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise BadInput(
                 f"cannot read image {path} ({exc.__class__.__name__}): fix or remove the file"
@@ -294,3 +295,15 @@ def imagefolder_split_root(path: Path, split: str) -> Path:
         f"{path} has no train/ and test/ sub-folders, so it has no test split: "
         "lay it out as PATH/train/<class>/... and PATH/test/<class>/..."
     )
+
+
+def to_rgb8(image: Any) -> Any:
+    """A PIL image as 8-bit RGB; 16- and 32-bit grey images are rescaled, not clipped at 255."""
+    from PIL import Image
+
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        pixels = np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels, mode="L")
+    return image.convert("RGB")

@@ -7,7 +7,9 @@ of one PIL call per image. That is what makes small-image training fast on 2 CPU
 Ops follow torchvision's definitions (RandomResizedCrop area/ratio sampling, ColorJitter
 factors, ITU-R 601 grayscale) with two documented differences: the jitter order is fixed
 (brightness, contrast, saturation, hue) instead of randomly permuted, and hue is rotated
-in YIQ space instead of HSV. Blur sigmas are given in pixels of the output crop.
+in YIQ space instead of HSV. Blur sigmas in an ``augment`` config are given for 224-px
+crops (MoCo v2: 0.1-2.0) and scaled to the actual crop size; ``Photometric.blur_sigma``
+is in pixels of the output crop.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def view_spec_from_config(augment: dict, info: DataInfo, count: int) -> ViewSpec
     """``count`` identical views built from an ``augment`` config section."""
     size = int(augment.get("size") or info.image_size)
     crop = CropSpec(size=size, scale=tuple(augment["crop_scale"]))
+    sigma_scale = size / 224  # blur sigmas are given for 224 px crops
     jitter = augment["jitter"]
     photo = Photometric(
         flip_prob=augment["flip_prob"],
@@ -75,10 +78,31 @@ def view_spec_from_config(augment: dict, info: DataInfo, count: int) -> ViewSpec
         hue=jitter[3],
         grayscale_prob=augment["grayscale_prob"],
         blur_prob=augment["blur_prob"],
-        blur_sigma=tuple(augment["blur_sigma"]),
+        blur_sigma=(augment["blur_sigma"][0] * sigma_scale, augment["blur_sigma"][1] * sigma_scale),
         erase_prob=augment.get("erase_prob", 0.0),
     )
     return ViewSpec((crop,) * count, (photo,) * count, info.mean, info.std)
+
+
+def multi_crop_view_spec(
+    augment: dict, info: DataInfo, crops: list[tuple[float, tuple[float, float]]]
+) -> ViewSpec:
+    """Views of several sizes (multi-crop), sizes given as fractions of the base crop size.
+
+    ``crops`` lists ``(size_fraction, scale_range)`` per view, e.g. HCSC's six crops at
+    224 px are ``[(1, (0.2, 1)), (1, (0.2, 1)), (192/224, (0.172, 0.86)), ...]`` and
+    LoGo's are two global ``(1, (r_g, 1))`` and two local ``(96/224, (0.08, r_l))``. The
+    base size is ``augment["size"]`` or the dataset's image size, so the same recipe
+    adapts to 32 px or 224 px images. Photometric settings come from ``augment``.
+    """
+    base = view_spec_from_config(augment, info, count=1)
+    size = base.crops[0].size
+    photo = base.photometric[0]
+    specs = tuple(
+        CropSpec(size=max(8, round(size * fraction)), scale=tuple(scale))
+        for fraction, scale in crops
+    )
+    return ViewSpec(specs, (photo,) * len(specs), info.mean, info.std)
 
 
 def to_float_rgb(images: torch.Tensor) -> torch.Tensor:

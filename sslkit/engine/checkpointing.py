@@ -41,7 +41,7 @@ def training_payload(
         "config": config,
         "epoch": epoch,
         "step": step,
-        "method_state": {k: v.detach().cpu() for k, v in method.state_dict().items()},
+        "method_state": {k: _to_cpu(v) for k, v in method.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else {},
         "rng": rng_state(),
@@ -49,6 +49,15 @@ def training_payload(
         "dataset_fingerprint": dataset_fingerprint,
         "encoder": encoder,
     }
+
+
+def _to_cpu(value: Any) -> Any:
+    """Tensors (also inside a method's extra-state dict) detached onto the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: _to_cpu(item) for key, item in value.items()}
+    return value
 
 
 def write_training_checkpoint(workdir: Path, payload: dict[str, Any]) -> Path:

@@ -7,6 +7,7 @@ trains: the method turns batches of views into loss terms (see ``sslkit.methods.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from contextlib import nullcontext
@@ -56,8 +57,6 @@ class Trainer:
         self.workdir = Path(workdir)
         self.dist = distributed.setup(config["train"]["device"])
         self.resume_state = self._resume_state() if resume else None
-        if self.resume_state is not None:
-            config = self.resume_state["config"]
         self.config = config
         self.train = config["train"]
         self.show_progress = show_progress and self.dist.is_main
@@ -77,7 +76,7 @@ class Trainer:
         self.dataset = load_split(config["data"]["spec"], "train",
                                   download=config["data"]["download"],
                                   image_size=config["data"]["image_size"])  # fmt: skip
-        info = self.dataset.info
+        info = dataclasses.replace(self.dataset.info, num_samples=len(self.dataset))
         config["model"]["arch"] = config["model"]["arch"] or default_arch(info.image_size)
         method_cls = get_method(config["method"]["name"])
         backbone = build_backbone(config["model"]["arch"])
@@ -127,6 +126,10 @@ class Trainer:
             with atomic_path(self.workdir / "config.yaml") as tmp:
                 tmp.write_text(yaml.safe_dump(self.config, sort_keys=False))
         log = MetricsLog(self.workdir / "metrics.jsonl", enabled=self.dist.is_main)
+        log.write({
+            "kind": "start", "epoch": self.epoch, "step": self.step,
+            "world_size": self.dist.world_size, "device": str(self.dist.device),
+        })  # fmt: skip
         epochs = self.train["epochs"]
         started = time.perf_counter()
         images_seen = 0

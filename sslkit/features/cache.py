@@ -46,7 +46,8 @@ def cached_features(
     if path.is_file():
         try:
             stored = read_features(path)
-            if all(str(stored.attrs.get(k)) == str(v) for k, v in provenance.items()):
+            if all(_attr_text(stored.attrs.get(k)) == _attr_text(v)
+                   for k, v in provenance.items()):  # fmt: skip
                 return stored, True, path
         except BadInput:
             pass  # truncated or foreign: rebuild below
@@ -54,3 +55,8 @@ def cached_features(
     features = compute()
     write_features(path, features)
     return features, False, path
+
+
+def _attr_text(value: Any) -> str:
+    """A provenance value as stored in HDF5 (where ``None`` is written as ``""``)."""
+    return "" if value is None else str(value)

@@ -100,7 +100,7 @@ class _MethodEmbedding(nn.Module):
 
 
 def load_feature_network(checkpoint: str, layer: str, arch: str | None = None) -> FeatureNetwork:
-    """The backbone (``layer=backbone``) or the method's embedding (``layer=head``) of a checkpoint."""
+    """A checkpoint's backbone (``layer=backbone``) or its method's embedding (``head``)."""
     if layer not in LAYERS:
         raise BadInput(f"unknown layer '{layer}': use {' or '.join(LAYERS)}")
     encoder = load_encoder(checkpoint, arch)

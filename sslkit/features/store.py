@@ -45,7 +45,7 @@ def write_features(path: str | Path, data: FeatureSet, half: bool = False) -> No
     import h5py
 
     features = np.asarray(data.features, dtype=np.float16 if half else np.float32)
-    if features.ndim != 2 or len(features) != len(data.labels) != len(data.indices):
+    if features.ndim != 2 or not len(features) == len(data.labels) == len(data.indices):
         raise ValueError("features must be N x D with N labels and N indices")
     attrs = {
         "format": FORMAT_TAG,
@@ -74,20 +74,21 @@ def read_features(path: str | Path) -> FeatureSet:
         with h5py.File(path, "r") as handle:
             missing = [name for name in ("features", "labels", "indices") if name not in handle]
             if missing or handle.attrs.get("format") != FORMAT_TAG:
-                raise BadInput(
-                    f"{path} is not an sslkit feature file (missing {', '.join(missing) or 'format tag'}):"
-                    " create it with 'sslkit extract'"
-                )
+                what = ", ".join(missing) or "format tag"
+                raise BadInput(f"{path} is not an sslkit feature file (missing {what}): "
+                               "create it with 'sslkit extract'")  # fmt: skip
             features = handle["features"][()]
             labels = handle["labels"][()]
             indices = handle["indices"][()]
             attrs = {k: _plain(v) for k, v in handle.attrs.items()}
     except OSError as exc:
-        raise BadInput(f"cannot read feature file {path} ({exc}): it is corrupt or not HDF5") from exc
-    if features.ndim != 2 or labels.ndim != 1 or len(labels) != len(features):
+        raise BadInput(f"cannot read feature file {path} ({exc}): corrupt or not HDF5") from exc
+    if (features.ndim != 2 or labels.ndim != 1 or indices.ndim != 1
+            or not len(features) == len(labels) == len(indices)):  # fmt: skip
         raise BadInput(
             f"feature file {path} has the wrong shape: features {features.shape}, "
-            f"labels {labels.shape}; re-create it with 'sslkit extract'"
+            f"labels {labels.shape}, indices {indices.shape}; "
+            "re-create it with 'sslkit extract'"
         )
     if len(features) == 0:
         raise BadInput(f"feature file {path} holds no features: extract a non-empty split")

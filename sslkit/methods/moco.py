@@ -38,6 +38,7 @@ class MoCo(Method):
 
         dim: int = hp(128, "output dimension of the projection head")
         mlp: bool = hp(True, "MoCo v2 MLP head (hidden = backbone width); False = v1 linear")
+        head_bn: bool = hp(False, "BatchNorm in the MLP head (not in MoCo v2; learns faster)")
         queue_size: int = hp(65536, "number of negative keys K in the queue")
         momentum: float = hp(0.999, "momentum m of the key encoder's EMA")
         temperature: float = hp(0.2, "softmax temperature T (v1: 0.07)")
@@ -50,7 +51,7 @@ class MoCo(Method):
         if config.bn_splits > 1:
             convert_to_split_bn(backbone, config.bn_splits)
         width = backbone.feature_dim
-        head = projection_head(width, config.dim, width if config.mlp else None)
+        head = projection_head(width, config.dim, width if config.mlp else None, config.head_bn)
         self.online = EncoderWithHead(backbone, head)
         self.target = momentum_copy(self.online)
         self.queue = KeyQueue(config.queue_size, config.dim)

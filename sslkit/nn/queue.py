@@ -33,8 +33,11 @@ class KeyQueue(nn.Module):
         return self.buffer.detach()
 
     @torch.no_grad()
-    def push(self, keys: torch.Tensor, ids: torch.Tensor | None = None) -> None:
-        """Write ``keys`` (``B x dim``) at the pointer, wrapping around; advance the pointer."""
+    def push(self, keys: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Write ``keys`` (``B x dim``) at the pointer, wrapping around; advance the pointer.
+
+        Returns the rows written (so a method can keep per-entry caches beside the queue).
+        """
         count = keys.shape[0]
         if count > self.size:
             keys, count = keys[-self.size :], self.size
@@ -44,3 +47,4 @@ class KeyQueue(nn.Module):
         self.buffer[positions] = keys.to(self.buffer.dtype)
         self.ids[positions] = ids.to(self.ids.device) if ids is not None else -1
         self.pointer.fill_((start + count) % self.size)
+        return positions

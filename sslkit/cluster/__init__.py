@@ -1,0 +1,1 @@
+"""Clustering: faiss k-means, PCL concentration, hierarchical levels, metrics, HDF5 files."""

@@ -1,0 +1,208 @@
+"""k-means on faiss (GPU index when a GPU is visible), PCL's concentration, hierarchical levels.
+
+One implementation serves ``sslkit cluster`` and the clustering methods (PCL, HCSC). The
+faiss settings are the authors' (``niter=20``, ``nredo=5``, ``seed`` = level index,
+``max_points_per_centroid=1000``, exact float32 L2 index).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sslkit.errors import BadInput
+
+MAX_POINTS_PER_CENTROID = 1000  # PCL / HCSC; faiss subsamples above k x this many points
+
+
+@dataclass
+class KMeansSettings:
+    """faiss ``Clustering`` parameters shared by every level."""
+
+    niter: int = 20
+    nredo: int = 5
+    seed: int = 0
+    spherical: bool = False
+    use_gpu: bool | None = None  # None: the GPU index when faiss sees a GPU
+
+
+@dataclass
+class KMeansResult:
+    """One k-means run: raw centroids, nearest-centroid labels and squared distances."""
+
+    centroids: np.ndarray  # k x d float32 (as faiss returns them, not normalised)
+    labels: np.ndarray  # n int64
+    squared_distances: np.ndarray  # n float32, to the raw centroid
+    device: str  # "faiss-gpu" or "faiss-cpu"
+
+
+@dataclass
+class ClusterLevel:
+    """One level of a (hierarchical) clustering of N points.
+
+    ``assignments`` is every point's cluster; ``parents`` (``None`` at the top level or in a
+    flat clustering) maps each cluster to its cluster one level up.
+    """
+
+    centroids: np.ndarray  # k x d, unit rows
+    density: np.ndarray  # k concentrations phi, mean = temperature
+    assignments: np.ndarray  # N int64
+    parents: np.ndarray | None = None  # k int64
+
+
+@dataclass
+class Clustering:
+    """Levels bottom (finest) to top, and which faiss index computed them."""
+
+    levels: list[ClusterLevel]
+    hierarchical: bool
+    device: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def sizes(self) -> list[int]:
+        """Number of clusters per level."""
+        return [len(level.centroids) for level in self.levels]
+
+
+def faiss_device(use_gpu: bool | None = None) -> str:
+    """``"faiss-gpu"`` when faiss has a GPU (and it is not refused), else ``"faiss-cpu"``."""
+    import faiss
+
+    has_gpu = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+    if use_gpu and not has_gpu:
+        raise BadInput("faiss sees no GPU: drop the GPU request or install faiss-gpu with CUDA")
+    return "faiss-gpu" if has_gpu and use_gpu is not False else "faiss-cpu"
+
+
+def _flat_index(dim: int, device: str):
+    import faiss
+
+    if device == "faiss-gpu":
+        resources = faiss.StandardGpuResources()
+        config = faiss.GpuIndexFlatConfig()
+        config.useFloat16 = False
+        config.device = 0
+        return faiss.GpuIndexFlatL2(resources, dim, config)
+    return faiss.IndexFlatL2(dim)
+
+
+def check_points(points: np.ndarray, k: int, what: str = "features") -> np.ndarray:
+    """``points`` as a C-contiguous float32 matrix; bad shapes, NaN or k > n are bad input."""
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    if points.ndim != 2 or len(points) == 0 or points.shape[1] == 0:
+        raise BadInput(f"{what} must be a non-empty N x D matrix, got shape {points.shape}")
+    if not np.isfinite(points).all():
+        raise BadInput(f"{what} contain NaN or infinite values: re-extract them")
+    if not 1 <= k <= len(points):
+        raise BadInput(f"cannot make {k} clusters of {len(points)} {what}: use k <= {len(points)}")
+    return points
+
+
+def kmeans(points: np.ndarray, k: int, settings: KMeansSettings) -> KMeansResult:
+    """faiss k-means of ``points`` into ``k`` clusters, then a nearest-centroid search."""
+    import faiss
+
+    points = check_points(points, k)
+    device = faiss_device(settings.use_gpu)
+    clustering = faiss.Clustering(points.shape[1], k)
+    clustering.niter = settings.niter
+    clustering.nredo = settings.nredo
+    clustering.seed = settings.seed
+    clustering.spherical = settings.spherical
+    clustering.max_points_per_centroid = MAX_POINTS_PER_CENTROID
+    # Only used for faiss's "too few points" warning: HCSC's upper levels cluster 3000
+    # centroids into 2000 by design, so the warning is noise.
+    clustering.min_points_per_centroid = 1
+    clustering.verbose = False
+    index = _flat_index(points.shape[1], device)
+    clustering.train(points, index)
+    centroids = faiss.vector_to_array(clustering.centroids).reshape(k, points.shape[1])
+    squared, labels = index.search(points, 1)
+    return KMeansResult(centroids.astype(np.float32), labels[:, 0].astype(np.int64),
+                        squared[:, 0].astype(np.float32), device)  # fmt: skip
+
+
+def concentration(
+    squared_distances: np.ndarray, labels: np.ndarray, k: int, temperature: float,
+    alpha: float = 10.0,
+) -> np.ndarray:  # fmt: skip
+    """PCL's per-cluster concentration phi (PCL eq. 12 plus the code's clip and rescale).
+
+    phi_c = mean(sqrt(D)) / ln(|S_c| + alpha) for clusters with more than one member; the
+    others get the maximum of those; then phi is clipped to its 10th-90th percentile and
+    rescaled so that its mean is ``temperature``.
+    """
+    distances = np.sqrt(np.maximum(np.asarray(squared_distances, dtype=np.float64), 0.0))
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    sums = np.bincount(labels, weights=distances, minlength=k)
+    several = counts > 1
+    phi = np.zeros(k, dtype=np.float64)
+    phi[several] = sums[several] / counts[several] / np.log(counts[several] + alpha)
+    phi[~several] = phi[several].max() if several.any() else 1.0
+    phi = np.clip(phi, np.percentile(phi, 10), np.percentile(phi, 90))
+    if phi.mean() <= 0:  # every cluster is a set of identical points
+        phi = np.ones(k)
+    return (temperature * phi / phi.mean()).astype(np.float32)
+
+
+def _normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _check_sizes(ks: list[int], hierarchical: bool) -> None:
+    if not ks or min(ks) < 1:
+        raise BadInput("numbers of clusters must be positive, e.g. --k 3000,2000,1000")
+    if hierarchical and any(upper > lower for lower, upper in zip(ks, ks[1:], strict=False)):
+        raise BadInput(f"hierarchical levels must not grow, got {ks}: list them bottom-up, "
+                       "e.g. 3000,2000,1000")  # fmt: skip
+
+
+def hierarchical_kmeans(
+    features: np.ndarray, ks: list[int], temperature: float, settings: KMeansSettings
+) -> Clustering:
+    """HCSC's bottom-up k-means: level 0 clusters the points, level l the centroids of l-1.
+
+    Each level seeds faiss with ``settings.seed + l``. Level l's concentration uses the
+    squared distances of its members (points at l = 0, child centroids above); a point's
+    level-l cluster is its level-(l-1) cluster's parent.
+    """
+    _check_sizes(ks, hierarchical=True)
+    features = check_points(features, ks[0])
+    levels: list[ClusterLevel] = []
+    points, device = features, ""
+    for depth, k in enumerate(ks):
+        result = kmeans(points, k, _seeded(settings, depth))
+        device = result.device
+        density = concentration(result.squared_distances, result.labels, k, temperature)
+        if depth == 0:
+            assignments = result.labels
+        else:
+            levels[-1].parents = result.labels
+            assignments = result.labels[levels[-1].assignments]
+        centroids = _normalize_rows(result.centroids)
+        levels.append(ClusterLevel(centroids, density, assignments))
+        points = centroids
+    return Clustering(levels, hierarchical=True, device=device)
+
+
+def flat_kmeans(
+    features: np.ndarray, ks: list[int], temperature: float, settings: KMeansSettings
+) -> Clustering:
+    """Independent k-means of the points for every k (PCL's several clusterings)."""
+    _check_sizes(ks, hierarchical=False)
+    features = check_points(features, max(ks))
+    levels, device = [], ""
+    for position, k in enumerate(ks):
+        result = kmeans(features, k, _seeded(settings, position))
+        device = result.device
+        density = concentration(result.squared_distances, result.labels, k, temperature)
+        levels.append(ClusterLevel(_normalize_rows(result.centroids), density, result.labels))
+    return Clustering(levels, hierarchical=False, device=device)
+
+
+def _seeded(settings: KMeansSettings, offset: int) -> KMeansSettings:
+    return KMeansSettings(settings.niter, settings.nredo, settings.seed + offset,
+                          settings.spherical, settings.use_gpu)  # fmt: skip

@@ -1,0 +1,104 @@
+"""End to end: pretrain -> extract -> knn on digits, with provenance and the feature cache."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import torch
+
+from sslkit.features import service
+from sslkit.models.backbones import build_backbone
+from sslkit.utils.atomic import sha256_file
+from tests.conftest import run_cli
+
+
+def test_pretrain_writes_config_metrics_and_checkpoint(digits_run):
+    """The workdir holds the resolved config, metrics.jsonl and a weights-only checkpoint."""
+    assert (digits_run / "config.yaml").is_file()
+    lines = [json.loads(x) for x in (digits_run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in lines} == {"start", "step", "epoch"}
+    assert all("loss" in r and "lr" in r for r in lines if r["kind"] == "step")
+    ckpt = torch.load(digits_run / "checkpoint.pt", weights_only=True)
+    assert ckpt["format"] == "sslkit.checkpoint" and ckpt["method"] == "moco"
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * (512 // 64)
+    assert {"optimizer", "rng", "method_state", "config"} <= set(ckpt)
+    assert "queue.buffer" in ckpt["method_state"]
+    backbone = build_backbone("resnet18")
+    backbone.load_state_dict(ckpt["encoder"])  # torchvision naming, strict
+
+
+def test_extract_and_knn_from_files(digits_run, tmp_path):
+    """extract writes features with provenance; knn reads them and scores sanely."""
+    ckpt = digits_run / "checkpoint.pt"
+    for split in ("train", "test"):
+        run_cli("extract", "--checkpoint", ckpt, "--data", "digits", "--split", split,
+                "--out", tmp_path / f"{split}.h5")  # fmt: skip
+    with h5py.File(tmp_path / "test.h5") as handle:
+        assert handle["features"].shape == (450, 512)
+        assert handle["labels"].shape == (450,) and handle["indices"].shape == (450,)
+        attrs = dict(handle.attrs)
+    assert attrs["checkpoint_sha256"] == sha256_file(ckpt)
+    assert attrs["method"] == "moco" and attrs["arch"] == "resnet18"
+    assert attrs["split"] == "test" and attrs["layer"] == "backbone"
+    assert len(attrs["dataset_fingerprint"]) == 16
+    run_cli("knn", "--train", tmp_path / "train.h5", "--test", tmp_path / "test.h5",
+            "--json", tmp_path / "knn.json")  # fmt: skip
+    result = json.loads((tmp_path / "knn.json").read_text())
+    assert set(result["k"]) == {"10", "20", "100", "200"}
+    assert result["best"]["top1"] > 60.0  # 10 classes: chance is 10 %
+    assert result["inputs"]["train"]["checkpoint_sha256"] == attrs["checkpoint_sha256"]
+
+
+def test_extract_refuses_to_overwrite(digits_run, tmp_path):
+    """An existing output needs --force."""
+    out = tmp_path / "f.h5"
+    out.write_text("x")
+    result = run_cli("extract", "--checkpoint", digits_run / "checkpoint.pt", "--data", "digits",
+                     "--out", out, expect=2)  # fmt: skip
+    assert "--force" in result.output
+
+
+def test_knn_checkpoint_second_run_reads_the_cache(digits_run, tmp_path, monkeypatch):
+    """A second knn --checkpoint run with the same inputs does not re-extract."""
+    args = ["knn", "--checkpoint", digits_run / "checkpoint.pt", "--data", "digits",
+            "--cache-dir", tmp_path / "cache"]  # fmt: skip
+    run_cli(*args, "--json", tmp_path / "first.json")
+    first = json.loads((tmp_path / "first.json").read_text())
+    assert not first["inputs"]["train"]["cache_hit"]
+
+    def no_extraction(*_args, **_kwargs):
+        raise AssertionError("features were re-extracted instead of read from the cache")
+
+    monkeypatch.setattr(service, "compute_features", no_extraction)
+    run_cli(*args, "--json", tmp_path / "second.json")
+    second = json.loads((tmp_path / "second.json").read_text())
+    assert second["inputs"]["train"]["cache_hit"] and second["inputs"]["test"]["cache_hit"]
+    assert second["best"] == first["best"]
+
+
+def test_layer_head_gives_the_projection(digits_run, tmp_path):
+    """--layer head extracts the method's 128-d normalised embedding."""
+    run_cli("extract", "--checkpoint", digits_run / "checkpoint.pt", "--data", "digits@100",
+            "--layer", "head", "--out", tmp_path / "h.h5")  # fmt: skip
+    with h5py.File(tmp_path / "h.h5") as handle:
+        features = handle["features"][()]
+    assert features.shape == (100, 128)
+    assert abs(float((features**2).sum(1).mean()) - 1.0) < 1e-4
+
+
+def test_release_format_checkpoint_is_detected(digits_run, tmp_path):
+    """A MoCo-release style checkpoint (module.encoder_q.*) is read by extract."""
+    encoder = torch.load(digits_run / "checkpoint.pt", weights_only=True)["encoder"]
+    release = {"arch": "resnet18", "epoch": 2, "state_dict": {
+        **{f"module.encoder_q.{k}": v for k, v in encoder.items()},
+        **{f"module.encoder_k.{k}": v for k, v in encoder.items()},
+        "module.encoder_q.fc.0.weight": torch.zeros(512, 512),
+        "module.queue": torch.zeros(128, 16),
+    }}  # fmt: skip
+    torch.save(release, tmp_path / "release.pth.tar")
+    torch.save(encoder, tmp_path / "plain.pth")
+    for name in ("release.pth.tar", "plain.pth"):
+        result = run_cli("extract", "--checkpoint", tmp_path / name, "--data", "digits@50",
+                         "--out", tmp_path / f"{name}.h5", "--json", "-")  # fmt: skip
+        assert json.loads(result.stdout)["arch"] == "resnet18"

@@ -1,0 +1,43 @@
+"""Shared fixtures: a small trained MoCo checkpoint on digits, reused across CLI tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from sslkit.cli import cli
+
+QUICK_MOCO = ["--set", "method.queue_size=256", "--set", "train.checkpoint_every=1",
+              "--batch-size", "64", "--arch", "resnet18", "--no-progress"]  # fmt: skip
+
+
+def run_cli(*args: str, expect: int | None = 0):
+    """Invoke the sslkit CLI in-process; assert the exit code unless ``expect`` is None."""
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    if expect is not None:
+        assert result.exit_code == expect, result.output
+    return result
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> Path:
+    """A 2-epoch MoCo run on 512 digits (about 20 s); returns its workdir."""
+    workdir = tmp_path_factory.mktemp("moco-digits")
+    run_cli("pretrain", "--method", "moco", "--data", "digits@512", "--epochs", "2",
+            "--workdir", workdir, "--json", workdir / "summary.json", *QUICK_MOCO)  # fmt: skip
+    assert json.loads((workdir / "summary.json").read_text())["epochs"] == 2
+    return workdir
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``gpu`` tests, saying why, on machines without CUDA."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; none is visible on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
