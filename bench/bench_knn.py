@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=10000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     gen = torch.Generator().manual_seed(0)
     bank = F.normalize(torch.randn(args.train, args.dim, generator=gen), dim=1)
@@ -44,10 +45,13 @@ def main() -> None:
     flops = 2.0 * args.train * args.test * args.dim
     chunk = max(1, (256 << 20) // (4 * args.train))
     plain_chunked_mm(bank, queries[:chunk], chunk)  # warm-up
-    reference = plain_chunked_mm(bank, queries, chunk)
-    started = time.perf_counter()
-    knn_classify(bank, bank_labels, queries, query_labels, (10, 20, 100, 200), 0.07)
-    ours = time.perf_counter() - started
+    references, ours_all = [], []
+    for _ in range(args.repeats):  # alternate, keep the best of each (shared, noisy machine)
+        references.append(plain_chunked_mm(bank, queries, chunk))
+        started = time.perf_counter()
+        knn_classify(bank, bank_labels, queries, query_labels, (10, 20, 100, 200), 0.07)
+        ours_all.append(time.perf_counter() - started)
+    reference, ours = min(references), min(ours_all)
     result = {
         "shape": {"train": args.train, "test": args.test, "dim": args.dim},
         "torch_mm_seconds": round(reference, 3),
@@ -56,6 +60,8 @@ def main() -> None:
         "sslkit_knn_gflops": round(flops / ours / 1e9, 1),
         "sslkit_queries_per_second": round(args.test / ours, 1),
         "ratio_vs_torch_mm": round(reference / ours, 3),
+        "all_torch_mm_seconds": [round(x, 3) for x in references],
+        "all_sslkit_knn_seconds": [round(x, 3) for x in ours_all],
         "threads": torch.get_num_threads(),
     }
     print(json.dumps(result, indent=2))

@@ -33,6 +33,15 @@ def digits_run(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-tensor tests (far faster next to a busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip ``gpu`` tests, saying why, on machines without CUDA."""
     if torch.cuda.is_available():

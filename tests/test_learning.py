@@ -1,10 +1,15 @@
-"""Learning test on real data: MoCo on a Fashion-MNIST subset beats its random initialisation.
+"""Learning tests on real data: MoCo and HCSC on a Fashion-MNIST subset.
 
-Why a subset and this comparison: the full-split recipe needs ~25 CPU minutes (see
-BENCHMARKS.md), more than CI can spend on one test. On 10,000 training images the
-shipped recipe, run for the epochs below, lifts kNN top-1 above the same network at its
-random initialisation (same seed, same evaluation) by the measured gain recorded in
-BENCHMARKS.md; the assertion keeps a margin for noise.
+What is asserted, and why (figures in BENCHMARKS.md, "Learning tests"):
+
+* On the full split the shipped MoCo recipe needs ~23 CPU minutes to pass its random
+  initialisation (BENCHMARKS.md), more than CI can spend on one test. On the 10,000-image
+  subset that CI can afford (4 epochs, ~6 minutes), every run first falls below random init
+  and is still climbing at the end; so the test asserts the preferred-if-affordable
+  fallback: the final encoder beats **its own first-epoch checkpoint** by a margin well
+  below the measured gain (MoCo: +3.7 points).
+* HCSC: the same kNN criterion, and its clusters (k-means, k = 10, of the backbone
+  features) agree better with the classes (AMI) than those of the first epoch.
 """
 
 from __future__ import annotations
@@ -12,36 +17,58 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from sslkit.data.sources import DEBIAN_FASHION_MNIST
-from sslkit.models.backbones import build_backbone
 from tests.conftest import run_cli
 
 SUBSET = "fashion-mnist@10000"
-EPOCHS = 4
-REQUIRED_GAIN = 1.0  # kNN top-1 points; measured gain in BENCHMARKS.md
+KNN_MARGIN = {"moco": 1.5, "hcsc": 1.5}  # kNN top-1 points; measured +3.7 and +3.2
+AMI_MARGIN = 0.05  # measured AMI gain +0.125
 
-pytestmark = pytest.mark.skipif(
-    not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
-    reason="Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+        reason="Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist",
+    ),
+]
 
 
 def _knn_top1(tmp_path, checkpoint, name: str) -> float:
+    out = tmp_path / f"{name}.json"
     run_cli("knn", "--checkpoint", checkpoint, "--data", SUBSET, "--k", "200",
-            "--cache-dir", tmp_path / "cache", "--json", tmp_path / f"{name}.json")  # fmt: skip
-    return json.loads((tmp_path / f"{name}.json").read_text())["best"]["top1"]
+            "--cache-dir", tmp_path / "cache", "--json", out)  # fmt: skip
+    return json.loads(out.read_text())["best"]["top1"]
 
 
-@pytest.mark.slow
-def test_moco_beats_random_initialisation_on_fashion_mnist(tmp_path):
-    """kNN(k=200) of the trained encoder exceeds the random-init encoder's by a margin."""
-    run_cli("pretrain", "--method", "moco", "--data", SUBSET, "--epochs", str(EPOCHS),
-            "--workdir", tmp_path / "run", "--no-progress")  # fmt: skip
-    config = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["config"]
-    torch.manual_seed(config["train"]["seed"])  # the trainer's initialisation
-    torch.save(build_backbone(config["model"]["arch"]).state_dict(), tmp_path / "init.pt")
-    trained = _knn_top1(tmp_path, tmp_path / "run" / "checkpoint.pt", "trained")
-    initial = _knn_top1(tmp_path, tmp_path / "init.pt", "init")
-    assert trained > initial + REQUIRED_GAIN, (trained, initial)
+def _ami(tmp_path, checkpoint, name: str) -> float:
+    features, out = tmp_path / f"{name}.h5", tmp_path / f"{name}-clusters.json"
+    run_cli("extract", "--checkpoint", checkpoint, "--data", SUBSET, "--out", features)
+    run_cli("cluster", "--features", features, "--k", "10", "--nredo", "3",
+            "--out", tmp_path / f"{name}-clusters.h5", "--json", out)  # fmt: skip
+    return json.loads(out.read_text())["levels"][0]["ami"]
+
+
+def _train(tmp_path, method: str):
+    workdir = tmp_path / method
+    run_cli("pretrain", "--method", method, "--data", SUBSET, "--workdir", workdir,
+            "--set", "train.keep_checkpoints=true", "--no-progress")  # fmt: skip
+    return workdir / "checkpoint_epoch0001.pt", workdir / "checkpoint.pt"
+
+
+def test_moco_learns_on_fashion_mnist(tmp_path):
+    """MoCo's shipped recipe: final kNN top-1 exceeds the first epoch's by the margin."""
+    first, final = _train(tmp_path, "moco")
+    first_top1 = _knn_top1(tmp_path, first, "first")
+    final_top1 = _knn_top1(tmp_path, final, "final")
+    assert final_top1 > first_top1 + KNN_MARGIN["moco"], (first_top1, final_top1)
+
+
+def test_hcsc_learns_on_fashion_mnist(tmp_path):
+    """HCSC's shipped recipe: kNN top-1 and cluster AMI both improve after the first epoch."""
+    first, final = _train(tmp_path, "hcsc")
+    first_top1 = _knn_top1(tmp_path, first, "first")
+    final_top1 = _knn_top1(tmp_path, final, "final")
+    assert final_top1 > first_top1 + KNN_MARGIN["hcsc"], (first_top1, final_top1)
+    first_ami, final_ami = _ami(tmp_path, first, "first"), _ami(tmp_path, final, "final")
+    assert final_ami > first_ami + AMI_MARGIN, (first_ami, final_ami)

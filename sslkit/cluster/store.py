@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sslkit.cluster.kmeans import ClusterLevel, Clustering
+from sslkit.cluster.kmeans import Clustering, ClusterLevel
 from sslkit.errors import BadInput
 from sslkit.utils.atomic import atomic_path
 
@@ -39,12 +39,13 @@ def write_clusters(path: str | Path, clustering: Clustering, indices: np.ndarray
                 group.create_dataset("density", data=level.density.astype(np.float32))
                 if level.parents is not None:
                     group.create_dataset("parents", data=level.parents.astype(np.int64))
+            for key, value in attrs.items():
+                handle.attrs[key] = "" if value is None else value
+            # written last: a caller's attribute can never shadow the layout
             handle.attrs["format"] = FORMAT_TAG
             handle.attrs["levels"] = len(clustering.levels)
             handle.attrs["hierarchical"] = clustering.hierarchical
             handle.attrs["device"] = clustering.device
-            for key, value in attrs.items():
-                handle.attrs[key] = "" if value is None else value
 
 
 def read_clusters(path: str | Path) -> tuple[Clustering, np.ndarray]:

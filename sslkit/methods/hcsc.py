@@ -32,7 +32,7 @@ from sslkit.engine.distributed import all_gather_concat, broadcast_
 from sslkit.errors import BadInput
 from sslkit.methods.base import Batch, EpochContext, StepContext, hp
 from sslkit.methods.moco import MoCo
-from sslkit.nn.losses import MASK_MODES, info_nce
+from sslkit.nn.losses import MASK_MODES, first_is_target_loss, info_nce, mask_negatives
 from sslkit.nn.momentum import momentum_update
 from sslkit.nn.prototypes import (
     instance_keep_probability,
@@ -187,6 +187,9 @@ class HCSC(MoCo):
         config = self.config
         temperature, mode = config.temperature, config.mask_mode
         levels = self.prototypes
+        # similarities to the key and the queue, computed once and shared by the levels
+        global_sims = _instance_similarities(query, key, queue)
+        local_sims = [_instance_similarities(u, key, queue) for u in local_queries]
         instance, local_instance, proto, local_proto = [], [], [], []
         for depth, level in enumerate(levels):
             positives = level.assignments[indices]
@@ -195,10 +198,10 @@ class HCSC(MoCo):
                 keep = instance_keep_probability(queue, queue_log_norm[depth], level.centroids,
                                                  level.density, positives)  # fmt: skip
                 mask = torch.bernoulli(keep, generator=generator)
-            instance.append(info_nce(query, key, queue, temperature, mask, mode))
+            instance.append(_masked_instance_loss(*global_sims, mask, temperature, mode))
             local_mask = mask if config.selection_on_local else None
-            for u in local_queries:
-                local_instance.append(info_nce(u, key, queue, temperature, local_mask, mode))
+            for sims in local_sims:
+                local_instance.append(_masked_instance_loss(*sims, local_mask, temperature, mode))
             proto.append(self._prototype_term(query, depth, positives, generator))
             for u in local_queries:
                 local_proto.append(self._prototype_term(u, depth, positives, generator))
@@ -267,6 +270,20 @@ class HCSC(MoCo):
                 None if p.parents is None else p.parents.to(device), None,
             ) for p in self.prototypes])  # fmt: skip
         return result
+
+
+def _instance_similarities(query: torch.Tensor, key: torch.Tensor,
+                           queue: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """``(q_i·k_i as b x 1, q_i·Q_j as b x K)``: the inputs of every level's instance term."""
+    return (query * key).sum(dim=1, keepdim=True), query @ queue.t()
+
+
+def _masked_instance_loss(positive: torch.Tensor, negative: torch.Tensor,
+                          mask: torch.Tensor | None, temperature: float,
+                          mode: str) -> torch.Tensor:  # fmt: skip
+    """InfoNCE from precomputed similarities with a selection mask (same as ``info_nce``)."""
+    logits = torch.cat([positive, mask_negatives(negative, mask, mode)], dim=1) / temperature
+    return first_is_target_loss(logits)
 
 
 def _with_parent_tables(levels: list[Prototypes]) -> list[Prototypes]:

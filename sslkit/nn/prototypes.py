@@ -39,10 +39,12 @@ def prototype_loss(
         negative_ids: ``n`` prototype ids used as negatives by every row.
         negative_mask: optional ``b x n`` 0/1 selection (HCSC prototype selection).
     """
+    # index_select, not advanced indexing: several times faster on the CPU
     similarities = query @ centroids.t()
     positive = similarities.gather(1, positives[:, None]) / density[positives][:, None]
-    negative = mask_negatives(similarities[:, negative_ids], negative_mask, mask_mode)
-    negative = negative / density[negative_ids][None, :]
+    negative = similarities.index_select(1, negative_ids)
+    negative = mask_negatives(negative, negative_mask, mask_mode)
+    negative = negative / density.index_select(0, negative_ids)[None, :]
     return first_is_target_loss(torch.cat([positive, negative], dim=1))
 
 
@@ -70,10 +72,10 @@ def instance_keep_probability(
     ``A[j, c] = softmax_c(Q_j·c / max(phi_c, 1e-3))`` is queue entry j's soft assignment;
     only the columns of the batch positives are needed, ``b x K`` in all.
     """
-    phi = density.clamp_min(1e-3)[positives]
-    logits = (centroids[positives] @ queue.t()) / phi[:, None]
-    assignment = torch.exp(logits - queue_log_normalizer[None, :])
-    return (1.0 - assignment).clamp(0.0, 0.999)
+    phi = density.clamp_min(1e-3).index_select(0, positives)
+    scaled_centroids = centroids.index_select(0, positives) / phi[:, None]
+    assignment = (scaled_centroids @ queue.t()).sub_(queue_log_normalizer[None, :]).exp_()
+    return assignment.neg_().add_(1.0).clamp_(0.0, 0.999)  # in place: b x K, every step
 
 
 def parent_keep_table(child_parent_similarity: torch.Tensor,
@@ -90,4 +92,6 @@ def prototype_keep_probability(
     keep_table: torch.Tensor, negative_ids: torch.Tensor, query_parents: torch.Tensor
 ) -> torch.Tensor:
     """``b x n`` keep probabilities of the negatives for each query, clamped to [1e-4, 0.999]."""
-    return keep_table[negative_ids][:, query_parents].t().clamp(1e-4, 0.999)
+    # columns first (``keep_table[negative_ids]`` would copy a k_l x k_{l+1} table per step)
+    keep = keep_table.index_select(1, query_parents).index_select(0, negative_ids)
+    return keep.t().clamp(1e-4, 0.999)

@@ -23,13 +23,7 @@ INFO = DataInfo("toy", num_classes=2, image_size=SIDE, channels=3, mean=(0.5,) *
                 std=(0.5,) * 3)  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: tiny convolutions run far faster next to a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _method(**overrides) -> MoCo:

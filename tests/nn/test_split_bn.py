@@ -9,14 +9,7 @@ from torchvision.models import resnet18
 
 from sslkit.nn.split_bn import SplitBatchNorm2d, convert_to_split_bn
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: tiny convolutions run far faster next to a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _with_affine(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
