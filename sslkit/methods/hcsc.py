@@ -32,9 +32,10 @@ from sslkit.engine.distributed import all_gather_concat, broadcast_
 from sslkit.errors import BadInput
 from sslkit.methods.base import Batch, EpochContext, StepContext, hp
 from sslkit.methods.moco import MoCo
-from sslkit.nn.losses import MASK_MODES, first_is_target_loss, info_nce, mask_negatives
+from sslkit.nn.losses import MASK_MODES, info_nce
 from sslkit.nn.momentum import momentum_update
 from sslkit.nn.prototypes import (
+    bernoulli_mask,
     instance_keep_probability,
     log_normalizer,
     negative_prototype_ids,
@@ -188,8 +189,8 @@ class HCSC(MoCo):
         temperature, mode = config.temperature, config.mask_mode
         levels = self.prototypes
         # similarities to the key and the queue, computed once and shared by the levels
-        global_sims = _instance_similarities(query, key, queue)
-        local_sims = [_instance_similarities(u, key, queue) for u in local_queries]
+        global_sims = _InstanceSimilarities.of(query, key, queue, temperature)
+        local_sims = [_InstanceSimilarities.of(u, key, queue, temperature) for u in local_queries]
         instance, local_instance, proto, local_proto = [], [], [], []
         for depth, level in enumerate(levels):
             positives = level.assignments[indices]
@@ -197,11 +198,11 @@ class HCSC(MoCo):
             if config.instance_selection:
                 keep = instance_keep_probability(queue, queue_log_norm[depth], level.centroids,
                                                  level.density, positives)  # fmt: skip
-                mask = torch.bernoulli(keep, generator=generator)
-            instance.append(_masked_instance_loss(*global_sims, mask, temperature, mode))
+                mask = bernoulli_mask(keep, generator)
+            instance.append(global_sims.loss(mask, mode))
             local_mask = mask if config.selection_on_local else None
             for sims in local_sims:
-                local_instance.append(_masked_instance_loss(*sims, local_mask, temperature, mode))
+                local_instance.append(sims.loss(local_mask, mode))
             proto.append(self._prototype_term(query, depth, positives, generator))
             for u in local_queries:
                 local_proto.append(self._prototype_term(u, depth, positives, generator))
@@ -221,7 +222,7 @@ class HCSC(MoCo):
         if self.config.proto_selection and level.parent_keep is not None:
             keep = prototype_keep_probability(level.parent_keep, negatives,
                                               level.parents[positives])  # fmt: skip
-            mask = torch.bernoulli(keep, generator=generator)
+            mask = bernoulli_mask(keep, generator)
         return prototype_loss(query, level.centroids, level.density, positives, negatives, mask,
                               self.config.mask_mode)  # fmt: skip
 
@@ -272,18 +273,42 @@ class HCSC(MoCo):
         return result
 
 
-def _instance_similarities(query: torch.Tensor, key: torch.Tensor,
-                           queue: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """``(q_i·k_i as b x 1, q_i·Q_j as b x K)``: the inputs of every level's instance term."""
-    return (query * key).sum(dim=1, keepdim=True), query @ queue.t()
+@dataclass
+class _InstanceSimilarities:
+    """One query set's instance logits, exponentiated once and shared by every level's mask.
 
+    With ``e_j = exp(l_j − M)`` (l = similarity / T, M a detached per-row shift), a level's
+    softmax denominator is ``exp(l_pos − M) + Σ_j m_j e_j`` (exclude) or
+    ``exp(l_pos − M) + Σ_j m_j (e_j − exp(−M)) + K exp(−M)`` (zero_logit: a masked
+    negative is a logit of 0): one masked sum per level instead of a full cross-entropy.
+    """
 
-def _masked_instance_loss(positive: torch.Tensor, negative: torch.Tensor,
-                          mask: torch.Tensor | None, temperature: float,
-                          mode: str) -> torch.Tensor:  # fmt: skip
-    """InfoNCE from precomputed similarities with a selection mask (same as ``info_nce``)."""
-    logits = torch.cat([positive, mask_negatives(negative, mask, mode)], dim=1) / temperature
-    return first_is_target_loss(logits)
+    positive: torch.Tensor  # b x 1, l_pos
+    exp_negative: torch.Tensor  # b x K, e_j
+    shift: torch.Tensor  # b x 1, M (>= 0, >= every logit), detached
+
+    @classmethod
+    def of(cls, query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor,
+           temperature: float) -> _InstanceSimilarities:  # fmt: skip
+        positive = (query * key).sum(dim=1, keepdim=True) / temperature
+        negative = (query @ queue.t()) / temperature
+        shift = torch.maximum(negative.amax(dim=1, keepdim=True), positive).clamp_min(0.0)
+        shift = shift.detach()
+        return cls(positive, torch.exp(negative - shift), shift)
+
+    def loss(self, mask: torch.Tensor | None, mode: str) -> torch.Tensor:
+        """Mean InfoNCE of the rows with ``mask`` applied to the negatives (see class doc)."""
+        if mask is None:
+            negatives = self.exp_negative.sum(dim=1, keepdim=True)
+        elif mode == "exclude":
+            negatives = (self.exp_negative * mask).sum(dim=1, keepdim=True)
+        else:
+            zero = torch.exp(-self.shift)
+            kept = (self.exp_negative * mask).sum(dim=1, keepdim=True)
+            dropped = mask.shape[1] - mask.sum(dim=1, keepdim=True)
+            negatives = kept + dropped * zero
+        denominator = torch.exp(self.positive - self.shift) + negatives
+        return (torch.log(denominator) + self.shift - self.positive).mean()
 
 
 def _with_parent_tables(levels: list[Prototypes]) -> list[Prototypes]:

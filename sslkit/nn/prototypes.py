@@ -95,3 +95,13 @@ def prototype_keep_probability(
     # columns first (``keep_table[negative_ids]`` would copy a k_l x k_{l+1} table per step)
     keep = keep_table.index_select(1, query_parents).index_select(0, negative_ids)
     return keep.t().clamp(1e-4, 0.999)
+
+
+def bernoulli_mask(keep: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A 0/1 mask with ``P(1) = keep`` elementwise: ``u < keep`` for uniform u in [0, 1).
+
+    Same distribution as ``torch.bernoulli(keep)``, which on the CPU is ~2.5x slower for
+    a tensor of probabilities (HCSC draws 3 x b x K of them every step).
+    """
+    uniform = torch.rand(keep.shape, generator=generator, device=keep.device, dtype=keep.dtype)
+    return (uniform < keep).to(keep.dtype)

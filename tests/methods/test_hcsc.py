@@ -16,7 +16,7 @@ from sslkit.methods.hcsc import HCSC, PAPER_LOCAL_CROPS, Prototypes, _with_paren
 from sslkit.methods.moco import MoCo
 from sslkit.models.backbones import build_backbone
 from sslkit.nn.losses import info_nce
-from sslkit.nn.prototypes import log_normalizer
+from sslkit.nn.prototypes import bernoulli_mask, log_normalizer
 
 BATCH = 4
 SIDE = 16
@@ -120,7 +120,7 @@ def _reference_terms(method: HCSC, query, key, local, queue, generator):
             upper = levels[depth + 1]
             soft = torch.softmax(level.centroids @ upper.centroids.t() / upper.density, dim=1)
             keep = 1 - soft[negatives][:, level.parents[positives]].t()
-            mask = torch.bernoulli(keep.clamp(1e-4, 0.999), generator=generator)
+            mask = bernoulli_mask(keep.clamp(1e-4, 0.999), generator)
         phi = level.density
         positive = (u * level.centroids[positives]).sum(1, keepdim=True) / phi[positives, None]
         negative = _masked(u @ level.centroids[negatives].t(), mask, mode) / phi[negatives]
@@ -133,7 +133,7 @@ def _reference_terms(method: HCSC, query, key, local, queue, generator):
         if config.instance_selection:
             soft = torch.softmax(queue @ level.centroids.t() / level.density.clamp_min(1e-3), 1)
             keep = (1 - soft[:, positives].t()).clamp(0, 0.999)
-            mask = torch.bernoulli(keep, generator=generator)
+            mask = bernoulli_mask(keep, generator)
         inst.append(instance(query, mask))
         local_inst += [instance(u, mask if config.selection_on_local else None) for u in local]
         prot.append(proto(query, depth, positives))
