@@ -66,7 +66,7 @@ def main() -> None:
     for path in checkpoints:
         encoder = load_encoder(path)
         epoch = int(encoder.checkpoint["epoch"])
-        top1 = knn_of(encoder.backbone, train, test, transform, args.k)
+        top1 = knn_of(encoder.build_backbone(), train, test, transform, args.k)
         curve.append(top1)
         print(json.dumps({"epoch": epoch, "minutes": round(minutes.get(epoch, np.nan), 1),
                           "knn_top1": round(top1, 2),

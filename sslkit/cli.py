@@ -14,6 +14,8 @@ SUBCOMMANDS = {
     "extract": "sslkit.commands.extract:extract",
     "knn": "sslkit.commands.knn:knn",
     "cluster": "sslkit.commands.cluster:cluster",
+    "linear": "sslkit.commands.linear:linear",
+    "semisup": "sslkit.commands.semisup:semisup",
 }
 DEBUG_KEY = "sslkit.debug"
 

@@ -28,11 +28,12 @@ from sslkit.commands.knn import parse_ks
               show_default=True, help="Mean of the per-cluster concentrations written.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
               help="Clustering file to write (HDF5).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @device_option
 @json_option
 @debug_option
 def cluster(features_path, ks, hierarchical, niter, nredo, seed, spherical, no_normalize,
-            temperature, out_path, device, json_path) -> None:  # fmt: skip
+            temperature, out_path, force, device, json_path) -> None:  # fmt: skip
     """k-means of features on faiss (GPU index when present); AMI/NMI/purity if labelled.
 
     \b
@@ -41,16 +42,20 @@ def cluster(features_path, ks, hierarchical, niter, nredo, seed, spherical, no_n
       sslkit cluster --features train.h5 --k 3000,2000,1000 --hierarchical --out h.h5 --json -
     """
     import time
+    from pathlib import Path
 
     import numpy as np
 
     from sslkit.cluster.kmeans import KMeansSettings, flat_kmeans, hierarchical_kmeans
     from sslkit.cluster.metrics import cluster_agreement
     from sslkit.cluster.store import write_clusters
+    from sslkit.errors import BadInput
     from sslkit.features.store import read_features
     from sslkit.utils.atomic import sha256_file
     from sslkit.utils.jsonout import write_json
 
+    if Path(out_path).exists() and not force:
+        raise BadInput(f"{out_path} exists: pass --force to overwrite it")
     started = time.perf_counter()
     data = read_features(features_path)
     points = np.asarray(data.features, dtype=np.float32)

@@ -32,3 +32,37 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]], to_stderr
     for row in rows:
         table.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row])
     Console(stderr=to_stderr).print(table)
+
+
+def run_evaluation(name: str, workdir: str | None, state_file: str, resume: bool, force: bool,
+                   device: str, run, report, json_path: str | None) -> None:  # fmt: skip
+    """The frame shared by the training evaluations (``linear``, ``semisup``).
+
+    Refuses to overwrite a workdir's state without ``--resume``/``--force``, joins the
+    process group under torchrun, calls ``run(env, folder) -> dict``, adds the wall time,
+    and on rank 0 writes ``WORKDIR/<name>.json``, prints ``report(output, json_path)`` and
+    the ``--json`` output.
+    """
+    import time
+    from pathlib import Path
+
+    from sslkit.engine import distributed
+    from sslkit.errors import BadInput
+    from sslkit.utils.jsonout import write_json
+
+    started = time.perf_counter()
+    folder = Path(workdir) if workdir else None
+    if folder is not None and (folder / state_file).exists() and not (resume or force):
+        raise BadInput(f"{folder} already holds a {name} run: pass --resume to continue it "
+                       "or --force to start over")  # fmt: skip
+    env = distributed.setup(device)
+    try:
+        output = run(env, folder)
+    finally:
+        distributed.teardown()
+    output["seconds"] = round(time.perf_counter() - started, 3)
+    if env.is_main:
+        if folder is not None:
+            write_json(output, str(folder / f"{name}.json"))
+        report(output, json_path)
+        write_json(output, json_path)

@@ -92,35 +92,14 @@ def _from_files(train_path: str, test_path: str):
 
 def _from_checkpoint(checkpoint, spec, layer, arch, cache_dir, no_cache, batch_size, download,
                      device):  # fmt: skip
-    from pathlib import Path
-
-    from sslkit.features.cache import cached_features, default_cache_dir
     from sslkit.features.extract import load_feature_network
-    from sslkit.features.service import (
-        compute_features,
-        eval_transform_for,
-        load_dataset,
-        provenance_of,
-    )
+    from sslkit.features.service import split_features
 
     network = load_feature_network(checkpoint, layer, arch)
-    folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    parts, sources = [], {}
-    for split in ("train", "test"):
-        dataset = load_dataset(spec, split, network, download)
-
-        def compute(dataset=dataset):
-            return compute_features(network, dataset, device, batch_size)
-
-        if no_cache:
-            features, hit, path = compute(), False, None
-        else:
-            provenance = provenance_of(network, dataset, eval_transform_for(network, dataset))
-            features, hit, path = cached_features(folder, provenance, compute)
-        parts.append(features)
-        sources[split] = {"cache_hit": hit, "cache_file": str(path) if path else None,
-                          **features.attrs}  # fmt: skip
-    return parts[0], parts[1], sources
+    (train, test), sources = split_features(network, spec, ("train", "test"), device,
+                                            cache_dir=cache_dir, use_cache=not no_cache,
+                                            batch_size=batch_size, download=download)
+    return train, test, sources
 
 
 def _print(result, json_path) -> None:

@@ -4,6 +4,12 @@ For every query the cosine similarities s to all bank features are computed, the
 neighbours vote for their class with weight ``exp(s/τ)``, and the class with the largest
 summed weight is the prediction (top-5: the five largest). Queries are processed in
 chunks so that the ``chunk x N`` similarity block stays within ``memory_mb``.
+
+The neighbour search runs on the GPU with ``torch.mm`` + ``topk`` when the device is CUDA,
+and on the CPU with faiss's exact inner-product search (``faiss.knn``: BLAS product and a
+per-query heap), which on the 2-core AMD machine of BENCHMARKS.md is ~1.4x faster than
+``torch.mm`` + ``topk`` of the same chunk: torch's CPU sgemm is MKL, slower on AMD than the
+OpenBLAS faiss ships, and the heap avoids materialising and re-scanning the block.
 """
 
 from __future__ import annotations
@@ -87,11 +93,11 @@ def knn_classify(
     chunk = max(1, min(len(test_y), (memory_mb << 20) // (4 * bank.shape[0])))
     correct1 = dict.fromkeys(ks, 0)
     correct5 = dict.fromkeys(ks, 0)
-    bank_t = bank.t().contiguous()
+    search = _neighbour_search(bank)
     for start in range(0, len(test_y), chunk):
         queries = F.normalize(_as_tensor(test_features[start : start + chunk], device), dim=1)
         truth = test_y[start : start + chunk]
-        values, neighbours = (queries @ bank_t).topk(k_max, dim=1)
+        values, neighbours = search(queries, k_max)
         weights = (values / temperature).exp()
         neighbour_labels = train_y[neighbours]
         for k in ks:
@@ -109,3 +115,20 @@ def knn_classify(
         train_size=int(bank.shape[0]),
         test_size=total,
     )
+
+
+def _neighbour_search(bank: torch.Tensor):
+    """``search(queries, k) -> (similarities, indices)``, each ``len(queries) x k``, best first."""
+    if bank.device.type != "cpu":
+        bank_t = bank.t().contiguous()
+        return lambda queries, k: (queries @ bank_t).topk(k, dim=1)
+    import faiss
+
+    bank_np = np.ascontiguousarray(bank.numpy())
+
+    def search(queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        values, indices = faiss.knn(np.ascontiguousarray(queries.numpy()), bank_np, k,
+                                    metric=faiss.METRIC_INNER_PRODUCT)  # fmt: skip
+        return torch.from_numpy(values), torch.from_numpy(indices)
+
+    return search

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -73,11 +73,36 @@ def embed_dataset(
 
 @dataclass
 class FeatureNetwork:
-    """A frozen network that maps images to features, and its provenance."""
+    """A frozen network that maps images to features, and its provenance.
 
-    network: nn.Module
+    The network is built when first used (:attr:`network`): a feature-cache hit needs only
+    the provenance.
+    """
+
     layer: str
     encoder: LoadedEncoder
+    _module: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def network(self) -> nn.Module:
+        """The frozen network (in eval mode), built on first access."""
+        if self._module is None:
+            self._module = self._build().eval()
+        return self._module
+
+    def _build(self) -> nn.Module:
+        backbone = self.encoder.build_backbone()
+        if self.layer == "backbone":
+            return backbone
+        from sslkit.config import method_config
+        from sslkit.methods.registry import get_method
+
+        method_cls = get_method(self.encoder.method)
+        config = self.encoder.config
+        method = method_cls(method_config(method_cls, config["method"]), backbone,
+                            _data_info_from(self.encoder.checkpoint))  # fmt: skip
+        method.load_state_dict(self.encoder.checkpoint["method_state"])
+        return _MethodEmbedding(method)
 
     def provenance(self) -> dict[str, Any]:
         """Attributes recorded in feature files and JSON results."""
@@ -104,20 +129,10 @@ def load_feature_network(checkpoint: str, layer: str, arch: str | None = None) -
     if layer not in LAYERS:
         raise BadInput(f"unknown layer '{layer}': use {' or '.join(LAYERS)}")
     encoder = load_encoder(checkpoint, arch)
-    if layer == "backbone":
-        return FeatureNetwork(encoder.backbone.eval(), layer, encoder)
-    if encoder.source_format != "sslkit":
+    if layer == "head" and encoder.source_format != "sslkit":
         raise BadInput("--layer head needs an sslkit checkpoint (others hold no head): "
                        "use --layer backbone")  # fmt: skip
-    from sslkit.config import method_config
-    from sslkit.methods.registry import get_method
-
-    method_cls = get_method(encoder.method)
-    config = encoder.config
-    method = method_cls(method_config(method_cls, config["method"]), encoder.backbone,
-                        _data_info_from(encoder.checkpoint))  # fmt: skip
-    method.load_state_dict(encoder.checkpoint["method_state"])
-    return FeatureNetwork(_MethodEmbedding(method).eval(), layer, encoder)
+    return FeatureNetwork(layer, encoder)
 
 
 def _data_info_from(checkpoint: dict[str, Any]):

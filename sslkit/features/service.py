@@ -24,8 +24,8 @@ def eval_transform_for(network: FeatureNetwork, dataset: ImageDataset) -> EvalTr
     return EvalTransform(int(size), dataset.info.mean, dataset.info.std)
 
 
-def provenance_of(network: FeatureNetwork, dataset: ImageDataset,
-                  transform: EvalTransform) -> dict[str, Any]:  # fmt: skip
+def provenance_of(network: FeatureNetwork, dataset: ImageDataset, transform: EvalTransform,
+                  normalized: bool = True) -> dict[str, Any]:  # fmt: skip
     """Everything that determines a feature file's content."""
     return {
         **network.provenance(),
@@ -33,7 +33,7 @@ def provenance_of(network: FeatureNetwork, dataset: ImageDataset,
         "dataset_fingerprint": dataset.fingerprint(),
         "split": dataset.split,
         "transform": transform.describe(),
-        "normalized": True,
+        "normalized": normalized,
     }
 
 
@@ -43,16 +43,51 @@ def compute_features(
     device: torch.device,
     batch_size: int = 256,
     num_workers: int = 0,
+    normalized: bool = True,
 ) -> FeatureSet:
-    """Embed a dataset split (L2-normalised rows) and attach its provenance."""
+    """Embed a dataset split (L2-normalised rows unless ``normalized=False``) with provenance."""
     transform = eval_transform_for(network, dataset)
     module = network.network.to(device)
     if device.type == "cuda":
         module = module.to(memory_format=torch.channels_last)
-    features = embed_dataset(module, dataset, transform, device, batch_size, num_workers)
+    features = embed_dataset(module, dataset, transform, device, batch_size, num_workers,
+                             normalize_rows=normalized)  # fmt: skip
     labels, indices = labels_and_indices(dataset)
     return FeatureSet(features.cpu().numpy(), labels, indices,
-                      provenance_of(network, dataset, transform))  # fmt: skip
+                      provenance_of(network, dataset, transform, normalized))  # fmt: skip
+
+
+def split_features(network: FeatureNetwork, spec: str, splits: tuple[str, ...],
+                   device: torch.device, *, cache_dir=None, use_cache: bool = True,
+                   batch_size: int = 256, download: bool = False,
+                   normalized: bool = True) -> tuple[list[FeatureSet], dict[str, Any]]:  # fmt: skip
+    """Features of several splits of a data spec, through the feature cache.
+
+    Returns the feature sets and, per split, where they came from (``cache_hit``,
+    ``cache_file`` and the provenance) for JSON results.
+    """
+    from pathlib import Path
+
+    from sslkit.features.cache import cached_features, default_cache_dir
+
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    parts, sources = [], {}
+    for split in splits:
+        dataset = load_dataset(spec, split, network, download)
+
+        def compute(dataset=dataset) -> FeatureSet:
+            return compute_features(network, dataset, device, batch_size, normalized=normalized)
+
+        if use_cache:
+            transform = eval_transform_for(network, dataset)
+            provenance = provenance_of(network, dataset, transform, normalized)
+            features, hit, path = cached_features(folder, provenance, compute)
+        else:
+            features, hit, path = compute(), False, None
+        parts.append(features)
+        sources[split] = {"cache_hit": hit, "cache_file": str(path) if path else None,
+                          **features.attrs}  # fmt: skip
+    return parts, sources
 
 
 def load_dataset(spec: str, split: str, network: FeatureNetwork, download: bool = False):

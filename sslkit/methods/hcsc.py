@@ -35,13 +35,16 @@ from sslkit.methods.moco import MoCo
 from sslkit.nn.losses import MASK_MODES, info_nce
 from sslkit.nn.momentum import momentum_update
 from sslkit.nn.prototypes import (
+    KEEP_SCALE,
     bernoulli_mask,
-    instance_keep_probability,
+    instance_keep_thresholds,
+    level_keep_probabilities,
     log_normalizer,
     negative_prototype_ids,
     parent_keep_table,
     prototype_keep_probability,
     prototype_loss,
+    threshold_mask,
 )
 
 # HCSC's four local crops at 224 px: (size / 224, RandomResizedCrop scale range).
@@ -83,6 +86,9 @@ class HCSC(MoCo):
         instance_level_reduction: str = hp("sum", "sum (authors' code) or mean over levels")
         kmeans_niter: int = hp(20, "k-means iterations per level")
         kmeans_nredo: int = hp(5, "k-means restarts per level (best kept)")
+        selection_table_mb: int = hp(1024, "memory cap of the cached instance-selection "
+                                     "table (2 B x queue x prototypes); above it, per-step "
+                                     "products")  # fmt: skip
 
     def __init__(self, config: Config, backbone: torch.nn.Module, data_info: DataInfo) -> None:
         _check_config(config, data_info)
@@ -91,6 +97,9 @@ class HCSC(MoCo):
         # log-normaliser of every queue entry's soft assignment, per level (see module doc)
         self.register_buffer("queue_log_norm", torch.zeros(levels, config.queue_size))
         self.prototypes: list[Prototypes] | None = None
+        # per level, k x K keep thresholds of every queue entry (derived from the queue and
+        # the clustering, so not checkpointed: rebuilt at the first step that needs them)
+        self._keep_tables: list[torch.Tensor] | None = None
 
     # -- views ---------------------------------------------------------------------------
     def views(self, augment: dict[str, Any]) -> ViewSpec:
@@ -111,7 +120,7 @@ class HCSC(MoCo):
         if ctx.dist.is_main:
             levels = self._cluster(features)
         self.prototypes = self._broadcast(levels, features.shape[0], features.device)
-        self._refresh_queue_log_norm()
+        self._refresh_selection_cache()
 
     def _cluster(self, features: torch.Tensor) -> list[Prototypes]:
         from sslkit.cluster.kmeans import KMeansSettings, hierarchical_kmeans
@@ -151,10 +160,38 @@ class HCSC(MoCo):
         return _with_parent_tables(levels)
 
     @torch.no_grad()
-    def _refresh_queue_log_norm(self) -> None:
+    def _refresh_selection_cache(self) -> None:
+        """Recompute the queue's log-normalisers for the new clustering; drop the tables."""
+        self._keep_tables = None
         for depth, level in enumerate(self.prototypes or []):
             self.queue_log_norm[depth] = log_normalizer(self.queue.keys, level.centroids,
                                                         level.density)  # fmt: skip
+
+    def _table_fits(self) -> bool:
+        """Whether the keep-threshold tables (int16, queue x all prototypes) fit the cap."""
+        size = 2 * self.config.queue_size * sum(self.config.num_clusters)
+        return size <= self.config.selection_table_mb << 20
+
+    @torch.no_grad()
+    def _instance_thresholds(self, queue: torch.Tensor, queue_log_norm: torch.Tensor,
+                             positives: list[torch.Tensor]) -> torch.Tensor:  # fmt: skip
+        """``L x b x K`` keep probabilities of the queue negatives, in units of 1/32768.
+
+        From the cached tables (a row gather per level) when they fit, else from one
+        ``(L·b) x D`` by ``D x K`` product with the cached log-normalisers.
+        """
+        levels = self.prototypes
+        if self._table_fits():
+            if self._keep_tables is None:
+                self._keep_tables = [instance_keep_thresholds(queue, level.centroids,
+                                                              level.density)
+                                     for level in levels]  # fmt: skip
+            return torch.stack([table.index_select(0, ids)
+                                for table, ids in zip(self._keep_tables, positives, strict=True)])
+        keep = level_keep_probabilities(queue, queue_log_norm,
+                                        [level.centroids for level in levels],
+                                        [level.density for level in levels], positives)
+        return keep.mul_(KEEP_SCALE).round_()
 
     # -- M-step --------------------------------------------------------------------------
     def training_step(self, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
@@ -191,14 +228,13 @@ class HCSC(MoCo):
         # similarities to the key and the queue, computed once and shared by the levels
         global_sims = _InstanceSimilarities.of(query, key, queue, temperature)
         local_sims = [_InstanceSimilarities.of(u, key, queue, temperature) for u in local_queries]
+        all_positives = [level.assignments[indices] for level in levels]
+        masks = [None] * len(levels)
+        if config.instance_selection:  # every level's b x K masks in one draw
+            thresholds = self._instance_thresholds(queue, queue_log_norm, all_positives)
+            masks = threshold_mask(thresholds, generator).unbind(0)
         instance, local_instance, proto, local_proto = [], [], [], []
-        for depth, level in enumerate(levels):
-            positives = level.assignments[indices]
-            mask = None
-            if config.instance_selection:
-                keep = instance_keep_probability(queue, queue_log_norm[depth], level.centroids,
-                                                 level.density, positives)  # fmt: skip
-                mask = bernoulli_mask(keep, generator)
+        for depth, (positives, mask) in enumerate(zip(all_positives, masks, strict=True)):
             instance.append(global_sims.loss(mask, mode))
             local_mask = mask if config.selection_on_local else None
             for sims in local_sims:
@@ -230,9 +266,13 @@ class HCSC(MoCo):
     def _enqueue(self, key: torch.Tensor, indices: torch.Tensor) -> None:
         keys = all_gather_concat(key)
         rows = self.queue.push(keys, all_gather_concat(indices))
+        keys = keys[-len(rows) :]
         for depth, level in enumerate(self.prototypes or []):
-            self.queue_log_norm[depth, rows] = log_normalizer(keys[-len(rows):], level.centroids,
+            self.queue_log_norm[depth, rows] = log_normalizer(keys, level.centroids,
                                                               level.density)  # fmt: skip
+            if self._keep_tables is not None:
+                self._keep_tables[depth][:, rows] = instance_keep_thresholds(
+                    keys, level.centroids, level.density)
 
     # -- checkpointed clustering -----------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
@@ -260,6 +300,7 @@ class HCSC(MoCo):
             state[f"parents_{d}"].to(device) if f"parents_{d}" in state else None, None,
         ) for d in range(count)]  # fmt: skip
         self.prototypes = _with_parent_tables(levels)
+        self._keep_tables = None
 
     def _apply(self, fn, *args, **kwargs):
         """Move the clustering tensors with the module (``.to(device)``)."""
@@ -270,6 +311,7 @@ class HCSC(MoCo):
                 p.centroids.to(device), p.density.to(device), p.assignments.to(device),
                 None if p.parents is None else p.parents.to(device), None,
             ) for p in self.prototypes])  # fmt: skip
+        self._keep_tables = None
         return result
 
 

@@ -16,13 +16,14 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torchvision import models
 
 from sslkit.errors import BadInput
 
 
 def _resnet(depth: int, stem: str, width: int = 64) -> nn.Module:
     """A torchvision ResNet of ``depth`` with the named stem and ``fc`` removed."""
+    from torchvision import models  # imported here: torchvision costs ~2 s to import
+
     builder = {18: models.resnet18, 34: models.resnet34, 50: models.resnet50}[depth]
     net = builder(weights=None, width_per_group=64) if depth == 50 else builder(weights=None)
     if stem in ("cifar", "small"):

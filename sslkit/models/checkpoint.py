@@ -28,13 +28,22 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load any checkpoint file safely; unreadable files are bad input."""
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Load any checkpoint file safely; unreadable files are bad input.
+
+    ``mmap=True`` maps the tensors instead of reading them (files written by
+    ``torch.save``'s zip format; others are read normally): only what is used is read.
+    """
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"checkpoint {path} not found: pass the path of a .pt file")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap:
+                raise
+            data = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
     except Exception as exc:  # torch raises many types for corrupt or foreign files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise BadInput(f"cannot read checkpoint {path}: {first[:200]}") from exc
@@ -78,9 +87,14 @@ def encoder_state(data: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
 
 @dataclass
 class LoadedEncoder:
-    """A backbone read from a checkpoint, with where it came from."""
+    """A checkpoint's encoder weights and where they came from.
 
-    backbone: nn.Module
+    The network itself is built on first use of :meth:`build_backbone`, so a caller that
+    only needs the provenance (a feature-cache hit) never pays for it.
+    """
+
+    path: Path
+    state: dict[str, torch.Tensor]
     arch: str
     source_format: str
     sha256: str
@@ -88,23 +102,27 @@ class LoadedEncoder:
     config: dict[str, Any] | None
     checkpoint: dict[str, Any]
 
+    def build_backbone(self) -> nn.Module:
+        """A new backbone of :attr:`arch` with the checkpoint's weights (loaded strictly)."""
+        backbone = build_backbone(self.arch)
+        try:
+            backbone.load_state_dict(self.state, strict=True)
+        except RuntimeError as exc:
+            raise BadInput(
+                f"checkpoint {self.path} does not fit arch '{self.arch}' "
+                f"({str(exc).splitlines()[0]}): pass the right --arch"
+            ) from exc
+        return backbone
+
 
 def load_encoder(path: str | Path, arch: str | None = None) -> LoadedEncoder:
-    """Build the backbone a checkpoint holds and load its weights (strictly)."""
-    data = read_checkpoint(path)
+    """Read a checkpoint's encoder (tensors memory-mapped) and identify its format and arch."""
+    data = read_checkpoint(path, mmap=True)
     state, source = encoder_state(data)
-    arch = arch or data.get("arch") or infer_arch(state)
-    backbone = build_backbone(arch)
-    try:
-        backbone.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise BadInput(
-            f"checkpoint {path} does not fit arch '{arch}' "
-            f"({str(exc).splitlines()[0]}): pass the right --arch"
-        ) from exc
     return LoadedEncoder(
-        backbone=backbone,
-        arch=arch,
+        path=Path(path),
+        state=state,
+        arch=arch or data.get("arch") or infer_arch(state),
         source_format=source,
         sha256=sha256_file(path),
         method=data.get("method"),

@@ -16,7 +16,13 @@ from sslkit.methods.hcsc import HCSC, PAPER_LOCAL_CROPS, Prototypes, _with_paren
 from sslkit.methods.moco import MoCo
 from sslkit.models.backbones import build_backbone
 from sslkit.nn.losses import info_nce
-from sslkit.nn.prototypes import bernoulli_mask, log_normalizer
+from sslkit.nn.prototypes import (
+    KEEP_SCALE,
+    bernoulli_mask,
+    instance_keep_probability,
+    instance_keep_thresholds,
+    log_normalizer,
+)
 
 BATCH = 4
 SIDE = 16
@@ -76,7 +82,7 @@ def _clustered(**overrides) -> HCSC:
     """A method whose clustering was set by hand (as ``on_epoch_start`` would)."""
     method = _method(**overrides)
     method.prototypes = _prototypes(list(method.config.num_clusters))
-    method._refresh_queue_log_norm()
+    method._refresh_selection_cache()
     return method
 
 
@@ -126,14 +132,17 @@ def _reference_terms(method: HCSC, query, key, local, queue, generator):
         negative = _masked(u @ level.centroids[negatives].t(), mask, mode) / phi[negatives]
         return _ce_first(torch.cat([positive, negative], dim=1))
 
+    masks = [None] * len(levels)
+    if config.instance_selection:  # the code draws every level's instance mask at once
+        keeps = []
+        for level in levels:
+            soft = torch.softmax(queue @ level.centroids.t() / level.density.clamp_min(1e-3), 1)
+            keeps.append((1 - soft[:, level.assignments[INDICES]].t()).clamp(0, 0.999))
+        masks = bernoulli_mask(torch.stack(keeps), generator).unbind(0)
     inst, local_inst, prot, local_prot = [], [], [], []
     for depth, level in enumerate(levels):
         positives = level.assignments[INDICES]
-        mask = None
-        if config.instance_selection:
-            soft = torch.softmax(queue @ level.centroids.t() / level.density.clamp_min(1e-3), 1)
-            keep = (1 - soft[:, positives].t()).clamp(0, 0.999)
-            mask = bernoulli_mask(keep, generator)
+        mask = masks[depth]
         inst.append(instance(query, mask))
         local_inst += [instance(u, mask if config.selection_on_local else None) for u in local]
         prot.append(proto(query, depth, positives))
@@ -197,6 +206,7 @@ def test_single_level_without_selection_is_infonce_plus_pcl_term():
 
 @pytest.mark.parametrize("overrides", [
     {},
+    {"selection_table_mb": 0},  # per-step products instead of the cached tables
     {"mask_mode": "exclude"},
     {"instance_level_reduction": "mean"},
     {"multi_crop": True},
@@ -223,10 +233,10 @@ def test_keep_probability_one_gives_levels_times_infonce(monkeypatch, reduction,
     """All instance masks = 1: the instance term is L x InfoNCE (sum) or InfoNCE (mean)."""
     import sslkit.methods.hcsc as hcsc_module
 
-    def keep_all(queue, _log_norm, _centroids, _density, positives):
-        return torch.ones(len(positives), len(queue))
+    def keep_all(_self, queue, _log_norms, positives):
+        return torch.full((len(positives), len(positives[0]), len(queue)), float(KEEP_SCALE))
 
-    monkeypatch.setattr(hcsc_module, "instance_keep_probability", keep_all)
+    monkeypatch.setattr(hcsc_module.HCSC, "_instance_thresholds", keep_all)
     method = _clustered(instance_level_reduction=reduction)
     queue = method.queue.keys.clone()
     out = method.training_step(_batch(), _ctx())
@@ -392,3 +402,53 @@ def test_gradient_reaches_only_the_online_encoder():
     for level in method.prototypes:
         assert not level.centroids.requires_grad and level.centroids.grad is None
     assert all(value.grad_fn is None for name, value in out.items() if name != "loss")
+
+
+# -- the cached instance-selection tables ---------------------------------------------------
+def test_keep_tables_equal_the_direct_keep_probabilities():
+    """Each table row is 32768 x (1 - softmax assignment), clamped and rounded (hcsc.md §4.2)."""
+    method = _clustered()
+    queue = method.queue.keys.clone()
+    for level in method.prototypes:
+        table = instance_keep_thresholds(queue, level.centroids, level.density)
+        every = torch.arange(len(level.centroids))
+        direct = instance_keep_probability(queue, log_normalizer(queue, level.centroids,
+                                                                 level.density),
+                                           level.centroids, level.density, every)  # fmt: skip
+        assert table.dtype == torch.int16 and table.shape == (len(level.centroids), len(queue))
+        assert (table.float() - (direct * KEEP_SCALE).round()).abs().max() <= 1
+
+
+def test_table_and_product_paths_give_the_same_thresholds():
+    """The cached tables and the per-step product agree (to one unit of 1/32768)."""
+    cached, computed = _clustered(), _clustered(selection_table_mb=0)
+    assert cached._table_fits() and not computed._table_fits()
+    positives = [level.assignments[INDICES] for level in cached.prototypes]
+    queue = cached.queue.keys.clone()
+    a = cached._instance_thresholds(queue, cached.queue_log_norm, positives)
+    b = computed._instance_thresholds(queue, computed.queue_log_norm, positives)
+    assert a.shape == b.shape == (len(positives), len(INDICES), len(queue))
+    assert (a.float() - b).abs().max() <= 1
+
+
+def test_tables_follow_the_queue_through_enqueues():
+    """After steps that push keys, the incrementally updated tables equal rebuilt ones."""
+    method = _clustered()
+    for seed in range(3):
+        method.training_step(_batch(), _ctx(seed=seed))
+    assert method._keep_tables is not None
+    for table, level in zip(method._keep_tables, method.prototypes, strict=True):
+        fresh = instance_keep_thresholds(method.queue.keys, level.centroids, level.density)
+        assert (table.float() - fresh.float()).abs().max() <= 1
+
+
+def test_tables_are_dropped_when_the_clustering_changes():
+    """A new clustering (or a checkpoint load) invalidates the cached tables."""
+    method = _clustered()
+    method.training_step(_batch(), _ctx())
+    assert method._keep_tables is not None
+    method._refresh_selection_cache()
+    assert method._keep_tables is None
+    method.training_step(_batch(), _ctx())
+    method.load_state_dict(method.state_dict())
+    assert method._keep_tables is None

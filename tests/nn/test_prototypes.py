@@ -195,9 +195,11 @@ def test_bernoulli_masks_reproducible_with_a_fixed_generator():
     draws = [bernoulli_mask(keep.expand(50, -1, -1).contiguous(), torch.Generator().manual_seed(9))
              for _ in range(2)]  # fmt: skip
     assert torch.equal(draws[0], draws[1])
+    assert draws[0].dtype == keep.dtype
     assert set(draws[0].unique().tolist()) <= {0.0, 1.0}
-    assert torch.allclose(draws[0].mean(0), keep, atol=0.25)
-    assert (draws[0].mean() - keep.mean()).abs() < 0.01
+    rates = draws[0]
+    assert torch.allclose(rates.mean(0), keep, atol=0.25)
+    assert (rates.mean() - keep.mean()).abs() < 0.01
     other = bernoulli_mask(keep, torch.Generator().manual_seed(10))
     assert not torch.equal(other, draws[0][0])
 
@@ -210,3 +212,23 @@ def test_info_nce_all_ones_mask_is_unmasked(mode):
     plain = info_nce(query, key, queue, 0.2)
     masked = info_nce(query, key, queue, 0.2, torch.ones(4, 16, dtype=torch.float64), mode)
     assert masked.item() == pytest.approx(plain.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("p", [0.0, 1e-4, 0.3, 0.999, 1.0])
+def test_bernoulli_mask_rate_matches_keep_probability(p):
+    """Over 2M draws the kept fraction is p (15-bit uniforms: within 3.1e-5 + noise)."""
+    keep = torch.full((2000, 1000), p)
+    rate = bernoulli_mask(keep, torch.Generator().manual_seed(3)).float().mean().item()
+    noise = 5 * (max(p * (1 - p), 1e-9) / keep.numel()) ** 0.5
+    assert abs(rate - p) <= 2 ** -15 + noise
+    if p == 0.0:
+        assert rate == 0.0
+    if p == 1.0:
+        assert rate == 1.0
+
+
+def test_bernoulli_mask_lanes_are_independent_and_uniform():
+    """Every one of the four 16-bit lanes of a random word gives the same rate."""
+    keep = torch.full((4_000_000,), 0.5)
+    mask = bernoulli_mask(keep, torch.Generator().manual_seed(4)).view(-1, 4).float()
+    assert torch.allclose(mask.mean(0), torch.full((4,), 0.5), atol=0.002)
