@@ -14,17 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 
-
-def timed_run(command: list[str]) -> tuple[float, dict]:
-    """Wall seconds and parsed JSON output of one CLI run."""
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    return time.perf_counter() - started, json.loads(done.stdout)
+from benchlib import timed_run
 
 
 def main() -> None:

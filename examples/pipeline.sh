@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The shell-script use sslkit is built for: each step reads the previous step's files and
-# --json output. Runs on the bundled digits, no download.
+# --json output (pretrain -> extract -> cluster -> knn -> linear -> semisup). Runs on the
+# bundled digits, no download.
 #   bash examples/pipeline.sh [WORKDIR]        (EPOCHS=N to train longer)
 set -euo pipefail
 
@@ -8,9 +9,10 @@ WORK="${1:-runs/pipeline}"
 EPOCHS="${EPOCHS:-2}"
 mkdir -p "$WORK"
 
-json_get() {  # json_get FILE KEY[.KEY...] -> value
+json_get() {  # json_get FILE KEY[.KEY...] -> value (numeric keys index lists)
   python3 -c 'import functools, json, sys
-print(functools.reduce(lambda d, k: d[k], sys.argv[2].split("."), json.load(open(sys.argv[1]))))' "$1" "$2"
+get = lambda d, k: d[int(k)] if isinstance(d, list) else d[k]
+print(functools.reduce(get, sys.argv[2].split("."), json.load(open(sys.argv[1]))))' "$1" "$2"
 }
 
 sslkit pretrain --method moco --data digits --epochs "$EPOCHS" --workdir "$WORK/moco" \
@@ -22,7 +24,22 @@ for split in train test; do
     --out "$WORK/$split.h5" --force --json "$WORK/extract-$split.json"
 done
 
-sslkit knn --train "$(json_get "$WORK/extract-train.json" out)" \
-  --test "$(json_get "$WORK/extract-test.json" out)" --json "$WORK/knn.json"
+train_h5=$(json_get "$WORK/extract-train.json" out)
+test_h5=$(json_get "$WORK/extract-test.json" out)
 
-echo "pipeline ok: kNN top-1 $(json_get "$WORK/knn.json" best.top1) at k=$(json_get "$WORK/knn.json" best.k)"
+sslkit cluster --features "$train_h5" --k 10 --out "$WORK/clusters.h5" --force \
+  --json "$WORK/cluster.json"
+
+sslkit knn --train "$train_h5" --test "$test_h5" --json "$WORK/knn.json"
+
+# linear probe on the extracted (L2-normalised) features
+sslkit linear --train "$train_h5" --test "$test_h5" --recipe adco --lr 5 --epochs 10 \
+  --json "$WORK/linear.json"
+
+sslkit semisup --checkpoint "$checkpoint" --data digits --labels 0.1 --recipe hcsc \
+  --epochs "$EPOCHS" --batch-size 64 --json "$WORK/semisup.json"
+
+echo "pipeline ok: kNN top-1 $(json_get "$WORK/knn.json" best.top1) at k=$(json_get "$WORK/knn.json" best.k)," \
+  "AMI $(json_get "$WORK/cluster.json" levels.0.ami)," \
+  "linear top-1 $(json_get "$WORK/linear.json" result.top1)," \
+  "semisup top-1 $(json_get "$WORK/semisup.json" result.top1)"

@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "cluster": "sslkit.commands.cluster:cluster",
     "linear": "sslkit.commands.linear:linear",
     "semisup": "sslkit.commands.semisup:semisup",
+    "transfer": "sslkit.commands.transfer:transfer",
 }
 DEBUG_KEY = "sslkit.debug"
 

@@ -66,28 +66,37 @@ def split_features(network: FeatureNetwork, spec: str, splits: tuple[str, ...],
     Returns the feature sets and, per split, where they came from (``cache_hit``,
     ``cache_file`` and the provenance) for JSON results.
     """
+    parts, sources = [], {}
+    for split in splits:
+        dataset = load_dataset(spec, split, network, download)
+        features, source = dataset_features(network, dataset, device, cache_dir=cache_dir,
+                                            use_cache=use_cache, batch_size=batch_size,
+                                            normalized=normalized)  # fmt: skip
+        parts.append(features)
+        sources[split] = source
+    return parts, sources
+
+
+def dataset_features(network: FeatureNetwork, dataset: ImageDataset, device: torch.device, *,
+                     cache_dir=None, use_cache: bool = True, batch_size: int = 256,
+                     normalized: bool = True) -> tuple[FeatureSet, dict[str, Any]]:  # fmt: skip
+    """One dataset's features through the feature cache, and where they came from."""
     from pathlib import Path
 
     from sslkit.features.cache import cached_features, default_cache_dir
 
-    folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    parts, sources = [], {}
-    for split in splits:
-        dataset = load_dataset(spec, split, network, download)
+    def compute() -> FeatureSet:
+        return compute_features(network, dataset, device, batch_size, normalized=normalized)
 
-        def compute(dataset=dataset) -> FeatureSet:
-            return compute_features(network, dataset, device, batch_size, normalized=normalized)
-
-        if use_cache:
-            transform = eval_transform_for(network, dataset)
-            provenance = provenance_of(network, dataset, transform, normalized)
-            features, hit, path = cached_features(folder, provenance, compute)
-        else:
-            features, hit, path = compute(), False, None
-        parts.append(features)
-        sources[split] = {"cache_hit": hit, "cache_file": str(path) if path else None,
-                          **features.attrs}  # fmt: skip
-    return parts, sources
+    if use_cache:
+        folder = Path(cache_dir) if cache_dir else default_cache_dir()
+        provenance = provenance_of(network, dataset, eval_transform_for(network, dataset),
+                                   normalized)  # fmt: skip
+        features, hit, path = cached_features(folder, provenance, compute)
+    else:
+        features, hit, path = compute(), False, None
+    return features, {"cache_hit": hit, "cache_file": str(path) if path else None,
+                      **features.attrs}  # fmt: skip
 
 
 def load_dataset(spec: str, split: str, network: FeatureNetwork, download: bool = False):

@@ -10,10 +10,14 @@ Differences from the authors' code, all on purpose:
 
 * negative prototypes are every id except the batch positives (their code drops the
   highest id, quirk 1);
-* instance selection uses, per queue entry, the log-normaliser of its soft assignment
-  over the prototypes, cached when the entry is enqueued or the clustering changes; the
-  keep probabilities are the same as their per-step ``queue x prototypes`` softmax (a test
-  checks it), at a fraction of the cost;
+* instance selection keeps, per level, a table of every queue entry's keep probability
+  for every prototype (int16, in units of 1/32768), updated when entries are enqueued and
+  rebuilt when the clustering changes; a step gathers its positives' rows instead of
+  recomputing their per-step ``queue x prototypes`` softmax. Above
+  ``selection_table_mb`` one batched product with cached log-normalisers is used instead.
+  Both give the same keep probabilities as the direct softmax (tests check it);
+* the Bernoulli draws use 15-bit uniforms, so keep probabilities are resolved to 1/32768
+  (their code: float uniforms; HCSC clamps keep probabilities to 0.999 anyway);
 * no Python sets or loops over samples; errors are not swallowed (quirk 7);
 * ``mask_mode`` and ``instance_level_reduction`` expose quirks 2 and 3 (defaults = code).
 """

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_pipeline_script(tmp_path):
-    """set -euo pipefail script: pretrain -> extract -> knn, final line reports kNN."""
+    """set -euo pipefail script: pretrain -> extract -> cluster -> knn -> linear -> semisup;
+    the final line reports each step's score."""
     env = {**os.environ, "EPOCHS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
     done = subprocess.run(["bash", str(ROOT / "examples" / "pipeline.sh"), str(tmp_path / "w")],
@@ -20,3 +21,7 @@ def test_pipeline_script(tmp_path):
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("pipeline ok: kNN top-1 ")
     assert float(last.split()[4]) > 50.0
+    fields = dict(part.strip().rsplit(" ", 1) for part in last.split(",")[1:])
+    assert set(fields) == {"AMI", "linear top-1", "semisup top-1"}
+    assert 0 < float(fields["AMI"]) <= 1 and float(fields["linear top-1"]) > 30.0
+    assert 0 <= float(fields["semisup top-1"]) <= 100
