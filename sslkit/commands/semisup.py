@@ -54,7 +54,7 @@ def semisup(checkpoint, data_spec, fraction, subset_file, recipe, epochs, backbo
     \b
     Examples:
       sslkit semisup --checkpoint runs/hcsc-fmnist/checkpoint.pt --data fashion-mnist \\
-          --labels 0.1 --recipe pcl --epochs 5 --json -
+          --labels 0.1 --recipe hcsc --epochs 6 --milestones 4,5 --json -
       sslkit semisup --checkpoint ckpt.pt --data imagefolder:/data/imagenet \\
           --subset-file 1percent.txt --recipe hcsc --workdir runs/semi1
     """
