@@ -67,7 +67,9 @@ def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperatu
     if by_files:
         if not (train_path and test_path):
             raise BadInput("both --train and --test feature files are needed")
-        train, test, sources = _from_files(train_path, test_path)
+        from sslkit.features.store import read_feature_pair
+
+        train, test, sources = read_feature_pair(train_path, test_path)
     else:
         if not (checkpoint and data_spec):
             raise BadInput("both --checkpoint and --data are needed")
@@ -79,15 +81,6 @@ def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperatu
               "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
     _print(result, json_path)
     write_json(output, json_path)
-
-
-def _from_files(train_path: str, test_path: str):
-    from sslkit.features.store import read_features
-
-    train, test = read_features(train_path), read_features(test_path)
-    sources = {"train": {"path": train_path, **train.attrs},
-               "test": {"path": test_path, **test.attrs}}  # fmt: skip
-    return train, test, sources
 
 
 def _from_checkpoint(checkpoint, spec, layer, arch, cache_dir, no_cache, batch_size, download,

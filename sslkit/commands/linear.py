@@ -112,7 +112,9 @@ def _run(env, recipe, mode, checkpoint, spec, train_path, test_path, layer, arch
 
     device = env.device
     if train_path:
-        train, test, sources = _feature_files(train_path, test_path)
+        from sslkit.features.store import read_feature_pair
+
+        train, test, sources = read_feature_pair(train_path, test_path)
         backbone = None
     else:
         train, test, sources, backbone, dataset, size = _from_checkpoint(
@@ -150,19 +152,6 @@ def _run(env, recipe, mode, checkpoint, spec, train_path, test_path, layer, arch
             "inputs": sources}  # fmt: skip
 
 
-def _feature_files(train_path: str, test_path: str):
-    from sslkit.errors import BadInput
-    from sslkit.features.store import read_features
-
-    train, test = read_features(train_path), read_features(test_path)
-    if train.dim != test.dim:
-        raise BadInput(f"train features are {train.dim}-d but test features are {test.dim}-d: "
-                       "extract both with the same checkpoint and layer")  # fmt: skip
-    sources = {"train": {"path": train_path, **train.attrs},
-               "test": {"path": test_path, **test.attrs}}  # fmt: skip
-    return train, test, sources
-
-
 def _from_checkpoint(checkpoint, spec, layer, arch, mode, device, cache_dir, no_cache, download):
     from sslkit.features.extract import load_feature_network
     from sslkit.features.service import eval_transform_for, load_dataset, split_features
@@ -181,14 +170,7 @@ def _from_checkpoint(checkpoint, spec, layer, arch, mode, device, cache_dir, no_
                         "dataset_fingerprint": dataset.fingerprint(), "augmented": True,
                         "transform": f"random-resized-crop{size}(0.08-1)+flip"}  # fmt: skip
     backbone = network.network.to(device).eval()
-    return _LabelsOnly(dataset.labels), test, sources, backbone, dataset, size
-
-
-class _LabelsOnly:
-    """The training split's labels (augment mode embeds its images on the fly)."""
-
-    def __init__(self, labels) -> None:
-        self.labels = labels
+    return dataset, test, sources, backbone, dataset, size  # its images are embedded per epoch
 
 
 def _num_classes(train_labels, test_labels) -> int:

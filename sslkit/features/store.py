@@ -104,3 +104,18 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
+
+
+def read_feature_pair(train_path: str | Path, test_path: str | Path):
+    """A training and a test feature file of the same dimension, and where they came from.
+
+    Returns ``(train, test, sources)``; ``sources`` holds each file's path and attributes
+    for JSON results.
+    """
+    train, test = read_features(train_path), read_features(test_path)
+    if train.dim != test.dim:
+        raise BadInput(f"train features are {train.dim}-d but test features are {test.dim}-d: "
+                       "extract both with the same checkpoint and layer")  # fmt: skip
+    sources = {"train": {"path": str(train_path), **train.attrs},
+               "test": {"path": str(test_path), **test.attrs}}  # fmt: skip
+    return train, test, sources
