@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The shell-script use sslkit is built for: each step reads the previous step's files and
-# --json output (pretrain -> extract -> cluster -> knn -> linear -> semisup). Runs on the
-# bundled digits, no download.
+# --json output (pretrain -> extract -> cluster -> knn -> linear -> semisup -> transfer).
+# Runs on the bundled digits, no download.
 #   bash examples/pipeline.sh [WORKDIR]        (EPOCHS=N to train longer)
 set -euo pipefail
 
@@ -39,7 +39,25 @@ sslkit linear --train "$train_h5" --test "$test_h5" --recipe adco --lr 5 --epoch
 sslkit semisup --checkpoint "$checkpoint" --data digits --labels 0.1 --recipe hcsc \
   --epochs "$EPOCHS" --batch-size 64 --json "$WORK/semisup.json"
 
+# transfer to an ImageFolder (DIR/<class>/<image>): here one written from the digits
+python3 - "$WORK/folder" <<'PY'
+import sys
+from pathlib import Path
+
+from PIL import Image
+from sklearn.datasets import load_digits
+
+digits = load_digits()
+for i, (image, label) in enumerate(zip(digits.images, digits.target)):
+    folder = Path(sys.argv[1], "test" if i % 5 == 0 else "train", str(label))
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((image * 255 / 16).astype("uint8")).save(folder / f"{i}.png")
+PY
+sslkit transfer --task imagefolder --checkpoint "$checkpoint" --train "$WORK/folder/train" \
+  --test "$WORK/folder/test" --json "$WORK/transfer.json"
+
 echo "pipeline ok: kNN top-1 $(json_get "$WORK/knn.json" best.top1) at k=$(json_get "$WORK/knn.json" best.k)," \
   "AMI $(json_get "$WORK/cluster.json" levels.0.ami)," \
   "linear top-1 $(json_get "$WORK/linear.json" result.top1)," \
-  "semisup top-1 $(json_get "$WORK/semisup.json" result.top1)"
+  "semisup top-1 $(json_get "$WORK/semisup.json" result.top1)," \
+  "transfer top-1 $(json_get "$WORK/transfer.json" result.top1)"

@@ -35,6 +35,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 10,
     "keep_checkpoints": False,  # also keep checkpoint_epochNNNN.pt at every save
     "log_every": 10,
+    "plot_curves": True,  # redraw WORKDIR/curves.png at every checkpoint (needs matplotlib)
+    "tensorboard": False,  # also write the metrics to WORKDIR/tensorboard/ (needs tensorboard)
     "num_workers": 0,
     "amp": True,  # mixed precision, used on CUDA only
     "channels_last": True,

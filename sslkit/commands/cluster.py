@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from sslkit.commands.common import debug_option, device_option, json_option
 from sslkit.commands.knn import parse_ks
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from sslkit.cluster.kmeans import Clustering
 
 
 @click.command()
@@ -28,18 +35,26 @@ from sslkit.commands.knn import parse_ks
               show_default=True, help="Mean of the per-cluster concentrations written.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
               help="Clustering file to write (HDF5).")
-@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.png",
+              help="Also draw a 2-D t-SNE of a sample of the features, coloured by the finest "
+                   "level's clusters and by label (needs matplotlib: pip install 'sslkit[plots]').")
+@click.option("--plot-sample", type=click.IntRange(min=10), default=2000, show_default=True,
+              help="Points in the --plot t-SNE (a seeded random sample).")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @device_option
 @json_option
 @debug_option
 def cluster(features_path, ks, hierarchical, niter, nredo, seed, spherical, no_normalize,
-            temperature, out_path, force, device, json_path) -> None:  # fmt: skip
+            temperature, out_path, plot_path, plot_sample, force, device,
+            json_path) -> None:  # fmt: skip
     """k-means of features on faiss (GPU index when present); AMI/NMI/purity if labelled.
 
     \b
     Examples:
       sslkit cluster --features train.h5 --k 10,100 --out clusters.h5
       sslkit cluster --features train.h5 --k 3000,2000,1000 --hierarchical --out h.h5 --json -
+      sslkit cluster --features train.h5 --k 10 --out clusters.h5 --plot clusters.png
     """
     import time
     from pathlib import Path
@@ -54,8 +69,11 @@ def cluster(features_path, ks, hierarchical, niter, nredo, seed, spherical, no_n
     from sslkit.utils.atomic import sha256_file
     from sslkit.utils.jsonout import write_json
 
-    if Path(out_path).exists() and not force:
-        raise BadInput(f"{out_path} exists: pass --force to overwrite it")
+    for path in (out_path, plot_path):
+        if path is not None and Path(path).exists() and not force:
+            raise BadInput(f"{path} exists: pass --force to overwrite it")
+    if plot_path is not None:
+        _check_plot_path(plot_path, out_path)
     started = time.perf_counter()
     data = read_features(features_path)
     points = np.asarray(data.features, dtype=np.float32)
@@ -82,12 +100,51 @@ def cluster(features_path, ks, hierarchical, niter, nredo, seed, spherical, no_n
         **{f"features_{key}": value for key, value in data.attrs.items()},
     }  # fmt: skip
     write_clusters(out_path, clustering, data.indices, attrs)
+    plot = None
+    if plot_path is not None:
+        plot = _plot(points, clustering, levels, data.labels if labelled else None, plot_path,
+                     plot_sample, seed, features_path)  # fmt: skip
     output = {"out": str(out_path), "device": clustering.device, "hierarchical": hierarchical,
-              "points": len(points), "dim": int(points.shape[1]), "levels": levels,
+              "points": len(points), "dim": int(points.shape[1]), "levels": levels, "plot": plot,
               "clustering_seconds": round(clustering_seconds, 3),
               "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
     _print(output, labelled, json_path)
     write_json(output, json_path)
+
+
+def _check_plot_path(plot_path: str, out_path: str) -> None:
+    """--plot names a new .png file (not the clustering file); matplotlib is installed."""
+    from pathlib import Path
+
+    from sslkit.errors import BadInput
+    from sslkit.utils.plotting import require_matplotlib
+
+    if Path(plot_path).suffix.lower() != ".png":
+        raise BadInput(f"--plot {plot_path}: the picture is a PNG, name it FILE.png")
+    if Path(plot_path).resolve() == Path(out_path).resolve():
+        raise BadInput("--plot and --out name the same file: give the picture its own name")
+    require_matplotlib("--plot")  # fail before clustering, not after it
+
+
+def _plot(points: np.ndarray, clustering: Clustering, levels: list[dict],
+          labels: np.ndarray | None, plot_path: str, sample: int, seed: int,
+          features_path: str) -> dict:  # fmt: skip
+    """t-SNE picture of the finest level (most clusters) and the labels; what was drawn."""
+    from pathlib import Path
+
+    from sslkit.cluster.plot import plot_clusters
+
+    finest = max(range(len(levels)), key=lambda depth: (levels[depth]["k"], -depth))
+    row = levels[finest]
+    cluster_title = f"clusters: level {finest}, k = {row['k']}"
+    if "ami" in row:
+        cluster_title += f", AMI {row['ami']:.3f}"
+    shown = min(sample, len(points))
+    title = f"t-SNE of {shown} of {len(points)} features in {Path(features_path).name}"
+    drawn = plot_clusters(points, clustering.levels[finest].assignments, labels, plot_path,
+                          sample=sample, seed=seed, cluster_title=cluster_title,
+                          title=title)  # fmt: skip
+    return {**drawn, "level": finest, "k": row["k"]}
 
 
 def _print(output: dict, labelled: bool, json_path: str | None) -> None:
@@ -100,4 +157,6 @@ def _print(output: dict, labelled: bool, json_path: str | None) -> None:
     title = (f"{'hierarchical ' if output['hierarchical'] else ''}k-means of "
              f"{output['points']} x {output['dim']} on {output['device']} "
              f"({output['clustering_seconds']:.1f} s)")  # fmt: skip
+    if output["plot"]:
+        title += f"; t-SNE picture in {output['plot']['path']}"
     print_table(title, columns, rows, to_stderr=json_path == "-")

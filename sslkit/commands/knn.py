@@ -39,23 +39,34 @@ def parse_ks(_ctx, _param, value: str) -> list[int]:
 @click.option("--no-cache", is_flag=True, help="Always re-extract (and do not store).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
+@click.option("--unsupervised-score", is_flag=True,
+              help="Also CLD's label-free score NMI(f,f')*R(f,f') on two augmented views of "
+                   "training images (needs --checkpoint and --data).")
+@click.option("--score-images", type=click.IntRange(min=2), default=10000, show_default=True,
+              help="Training images (seeded sample) for --unsupervised-score.")
+@click.option("--score-clusters", type=click.IntRange(min=2), default=None,
+              help="k of the two views' k-means (default: the dataset's number of classes).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the --unsupervised-score sample and augmentations.")
 @device_option
 @json_option
 @debug_option
 def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperature, cache_dir,
-        no_cache, batch_size, download, device, json_path) -> None:  # fmt: skip
+        no_cache, batch_size, download, unsupervised_score, score_images, score_clusters, seed,
+        device, json_path) -> None:  # fmt: skip
     """Weighted kNN classification (cosine similarity, exp(s/T) votes), top-1 and top-5.
 
     \b
     Examples:
       sslkit knn --train train.h5 --test test.h5
       sslkit knn --checkpoint runs/moco-digits/checkpoint.pt --data digits --json -
+      sslkit knn --checkpoint ckpt.pt --data fashion-mnist --unsupervised-score
     """
     import time
 
     from sslkit.engine.distributed import choose_device
     from sslkit.errors import BadInput
-    from sslkit.eval.knn import knn_classify
+    from sslkit.eval.knn import cached_knn_classify, knn_classify
     from sslkit.utils.jsonout import write_json
 
     by_files = train_path is not None or test_path is not None
@@ -64,6 +75,9 @@ def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperatu
         raise BadInput("give either --train and --test feature files, or --checkpoint and --data")
     started = time.perf_counter()
     torch_device = choose_device(device)
+    if unsupervised_score and by_files:
+        raise BadInput("--unsupervised-score embeds augmented images: give --checkpoint and "
+                       "--data instead of feature files")  # fmt: skip
     if by_files:
         if not (train_path and test_path):
             raise BadInput("both --train and --test feature files are needed")
@@ -75,11 +89,24 @@ def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperatu
             raise BadInput("both --checkpoint and --data are needed")
         train, test, sources = _from_checkpoint(checkpoint, data_spec, layer, arch, cache_dir,
                                                 no_cache, batch_size, download, torch_device)
-    result = knn_classify(train.features, train.labels, test.features, test.labels, ks,
-                          temperature, torch_device)  # fmt: skip
-    output = {**result.as_dict(), "inputs": sources,
-              "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
+    cache_files = [sources[split].get("cache_file") for split in ("train", "test")]
+    if by_files or None in cache_files:
+        result = knn_classify(train.features, train.labels, test.features, test.labels, ks,
+                              temperature, torch_device)  # fmt: skip
+        neighbours_hit = False
+    else:
+        result, neighbours_hit = cached_knn_classify(train, test, *cache_files, ks, temperature,
+                                                     torch_device)  # fmt: skip
+    output = {**result.as_dict(), "inputs": sources, "neighbours_cache_hit": neighbours_hit}
+    score = None
+    if unsupervised_score:
+        score = _unsupervised(checkpoint, data_spec, layer, arch, score_images, score_clusters,
+                              seed, batch_size, download, torch_device)  # fmt: skip
+        output["unsupervised_score"] = {**score.as_dict(), "seed": seed}
+    output["seconds"] = round(time.perf_counter() - started, 3)
     _print(result, json_path)
+    if score is not None:
+        _print_score(score, json_path)
     write_json(output, json_path)
 
 
@@ -93,6 +120,37 @@ def _from_checkpoint(checkpoint, spec, layer, arch, cache_dir, no_cache, batch_s
                                             cache_dir=cache_dir, use_cache=not no_cache,
                                             batch_size=batch_size, download=download)
     return train, test, sources
+
+
+def _unsupervised(checkpoint, spec, layer, arch, images, clusters, seed, batch_size, download,
+                  device):  # fmt: skip
+    """CLD's NMI * R on two views drawn with the checkpoint's training augmentation."""
+    from sslkit.data.views import view_spec_from_config
+    from sslkit.errors import BadInput
+    from sslkit.eval.unsupervised import two_view_features, unsupervised_score
+    from sslkit.features.extract import load_feature_network
+    from sslkit.features.service import load_dataset
+    from sslkit.methods.base import COMMON_AUGMENT
+
+    network = load_feature_network(checkpoint, layer, arch)
+    dataset = load_dataset(spec, "train", network, download)
+    augment = {**COMMON_AUGMENT, **((network.encoder.config or {}).get("augment") or {})}
+    views = view_spec_from_config(augment, dataset.info, count=2)
+    first, second = two_view_features(network.network.to(device), dataset, views, device,
+                                      images, seed, batch_size)  # fmt: skip
+    clusters = clusters or dataset.info.num_classes
+    if clusters < 2:
+        raise BadInput(f"{spec} does not say how many classes it has: pass --score-clusters K")
+    return unsupervised_score(first, second, clusters, seed)
+
+
+def _print_score(score, json_path) -> None:
+    from sslkit.commands.common import print_table
+
+    rows = [["NMI(f, f')", f"{score.nmi:.4f}"], ["R(f, f')", f"{score.retrieval:.4f}"],
+            ["NMI x R", f"{score.score:.4f}"]]  # fmt: skip
+    print_table(f"Unsupervised score ({score.images} images, k={score.clusters})",
+                ["", "value"], rows, to_stderr=json_path == "-")  # fmt: skip
 
 
 def _print(result, json_path) -> None:

@@ -43,7 +43,9 @@ def pretrain(method_name, data_spec, config_file, arch, epochs, batch_size, lr, 
     """Pre-train an encoder with a self-supervised method.
 
     Config precedence: method defaults < recipe YAML < flags < --set. The resolved config,
-    metrics.jsonl and checkpoint.pt are written to the workdir.
+    metrics.jsonl, checkpoint.pt and curves.png (with matplotlib; off with --set
+    train.plot_curves=false) are written to the workdir; --set train.tensorboard=true also
+    writes TensorBoard scalars to WORKDIR/tensorboard/.
 
     \b
     Examples:
@@ -99,6 +101,11 @@ def pretrain(method_name, data_spec, config_file, arch, epochs, batch_size, lr, 
     if force and not resume:
         checkpoint_path.unlink(missing_ok=True)
         (workdir / "metrics.jsonl").unlink(missing_ok=True)
+        (workdir / "curves.png").unlink(missing_ok=True)
+        if (workdir / "tensorboard").is_dir():  # the old run's events would mix with the new
+            import shutil
+
+            shutil.rmtree(workdir / "tensorboard")
     trainer = Trainer(config, workdir, resume=resume, show_progress=not no_progress)
     try:
         summary = trainer.fit()

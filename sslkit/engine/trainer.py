@@ -29,8 +29,9 @@ from sslkit.engine.checkpointing import (
     training_payload,
     write_training_checkpoint,
 )
-from sslkit.engine.logging import MetricsLog, TrainingProgress
+from sslkit.engine.logging import MetricsLog, TrainingProgress, require_tensorboard
 from sslkit.engine.optim import apply_lr, build_optimizer, lr_factor, scaled_lr
+from sslkit.engine.plots import TrainingCurves
 from sslkit.errors import BadInput
 from sslkit.features.extract import EvalTransform, embed_dataset
 from sslkit.methods.base import Batch, EpochContext, StepContext
@@ -64,6 +65,9 @@ class Trainer:
             raise BadInput(f"batch size {self.train['batch_size']} is not divisible by the "
                            f"{self.dist.world_size} processes: choose a multiple")  # fmt: skip
         self.batch_per_rank = self.train["batch_size"] // self.dist.world_size
+        if self.train["tensorboard"]:
+            require_tensorboard()  # fail now, not after building the data and the model
+        self.curves = TrainingCurves(self.workdir, self.train["plot_curves"] and self.dist.is_main)
 
     def _resume_state(self) -> dict[str, Any] | None:
         path = self.workdir / CHECKPOINT_NAME
@@ -125,16 +129,19 @@ class Trainer:
             remove_stale_temp_files(self.workdir)
             with atomic_path(self.workdir / "config.yaml") as tmp:
                 tmp.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        log = MetricsLog(self.workdir / "metrics.jsonl", enabled=self.dist.is_main)
-        log.write({
-            "kind": "start", "epoch": self.epoch, "step": self.step,
-            "world_size": self.dist.world_size, "device": str(self.dist.device),
-        })  # fmt: skip
+        tensorboard = self.workdir / "tensorboard" if self.train["tensorboard"] else None
         epochs = self.train["epochs"]
         started = time.perf_counter()
         images_seen = 0
         last: dict[str, float] = {}
-        with TrainingProgress(self.show_progress, epochs * self.steps_per_epoch) as progress:
+        with (
+            MetricsLog(self.workdir / "metrics.jsonl", self.dist.is_main, tensorboard) as log,
+            TrainingProgress(self.show_progress, epochs * self.steps_per_epoch) as progress,
+        ):
+            log.write({
+                "kind": "start", "epoch": self.epoch, "step": self.step,
+                "world_size": self.dist.world_size, "device": str(self.dist.device),
+            })  # fmt: skip
             while self.epoch < epochs:
                 last, seen = self._train_epoch(log, progress)
                 images_seen += seen
@@ -257,3 +264,4 @@ class Trainer:
             with atomic_path(self.workdir / f"checkpoint_epoch{self.epoch:04d}.pt") as tmp:
                 shutil.copyfile(path, tmp)
         distributed.barrier()
+        self.curves.update()

@@ -70,7 +70,16 @@ def knn_classify(
     memory_mb: int = 256,
 ) -> KnnResult:
     """Weighted kNN accuracy of the test set against the train set for every K in ``ks``."""
-    device = torch.device(device)
+    ks = check_knn_inputs(train_features, train_labels, test_features, test_labels, ks,
+                          temperature)  # fmt: skip
+    similarities, neighbours = nearest_neighbours(train_features, test_features, ks[-1], device,
+                                                  memory_mb)  # fmt: skip
+    return knn_vote(similarities, neighbours, train_labels, test_labels, ks, temperature)
+
+
+def check_knn_inputs(train_features, train_labels, test_features, test_labels, ks,
+                     temperature: float) -> list[int]:  # fmt: skip
+    """Refuse empty, mismatched or unlabelled inputs; the sorted distinct ``ks``."""
     if len(train_features) == 0 or len(test_features) == 0:
         raise BadInput("kNN needs non-empty train and test features")
     if train_features.shape[1] != test_features.shape[1]:
@@ -83,26 +92,50 @@ def knn_classify(
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] <= 0:
         raise BadInput("every K must be a positive integer, e.g. --k 10,20,100,200")
-    train_y = _as_tensor(train_labels, device, torch.long)
-    test_y = _as_tensor(test_labels, device, torch.long)
-    if bool((train_y < 0).any()) or bool((test_y < 0).any()):
+    if (np.asarray(train_labels) < 0).any() or (np.asarray(test_labels) < 0).any():
         raise BadInput("kNN needs labels, but some features have label -1 (unknown)")
+    return ks
+
+
+@torch.no_grad()
+def nearest_neighbours(train_features, test_features, k: int, device: torch.device | str = "cpu",
+                       memory_mb: int = 256) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Cosine similarities and indices of every query's ``k`` nearest bank rows, best first.
+
+    Both are ``len(test) x min(k, len(train))`` tensors on the CPU; queries are searched in
+    chunks so the ``chunk x N`` similarity block stays within ``memory_mb``.
+    """
+    device = torch.device(device)
     bank = F.normalize(_as_tensor(train_features, device), dim=1)
+    k = min(k, bank.shape[0])
+    chunk = max(1, min(len(test_features), (memory_mb << 20) // (4 * bank.shape[0])))
+    search = neighbour_search(bank)
+    values, indices = [], []
+    for start in range(0, len(test_features), chunk):
+        queries = F.normalize(_as_tensor(test_features[start : start + chunk], device), dim=1)
+        similarity, neighbour = search(queries, k)
+        values.append(similarity.cpu())
+        indices.append(neighbour.cpu())
+    return torch.cat(values), torch.cat(indices)
+
+
+@torch.no_grad()
+def knn_vote(similarities: torch.Tensor, neighbours: torch.Tensor, train_labels, test_labels,
+             ks: list[int], temperature: float, chunk: int = 4096) -> KnnResult:  # fmt: skip
+    """Top-1/top-5 accuracy of the ``exp(s/T)``-weighted vote of the first K neighbours."""
+    train_y = _as_tensor(train_labels, torch.device("cpu"), torch.long)
+    test_y = _as_tensor(test_labels, torch.device("cpu"), torch.long)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    k_max = min(ks[-1], bank.shape[0])
-    chunk = max(1, min(len(test_y), (memory_mb << 20) // (4 * bank.shape[0])))
+    k_max = neighbours.shape[1]
     correct1 = dict.fromkeys(ks, 0)
     correct5 = dict.fromkeys(ks, 0)
-    search = _neighbour_search(bank)
     for start in range(0, len(test_y), chunk):
-        queries = F.normalize(_as_tensor(test_features[start : start + chunk], device), dim=1)
         truth = test_y[start : start + chunk]
-        values, neighbours = search(queries, k_max)
-        weights = (values / temperature).exp()
-        neighbour_labels = train_y[neighbours]
+        weights = (similarities[start : start + chunk] / temperature).exp()
+        neighbour_labels = train_y[neighbours[start : start + chunk]]
         for k in ks:
             kk = min(k, k_max)
-            scores = torch.zeros(len(truth), num_classes, device=device)
+            scores = torch.zeros(len(truth), num_classes)
             scores.scatter_add_(1, neighbour_labels[:, :kk], weights[:, :kk])
             best = scores.topk(min(5, num_classes), dim=1).indices
             correct1[k] += int((best[:, 0] == truth).sum())
@@ -112,12 +145,12 @@ def knn_classify(
         top1={k: 100.0 * correct1[k] / total for k in ks},
         top5={k: 100.0 * correct5[k] / total for k in ks},
         temperature=temperature,
-        train_size=int(bank.shape[0]),
+        train_size=len(train_y),
         test_size=total,
     )
 
 
-def _neighbour_search(bank: torch.Tensor):
+def neighbour_search(bank: torch.Tensor):
     """``search(queries, k) -> (similarities, indices)``, each ``len(queries) x k``, best first."""
     if bank.device.type != "cpu":
         bank_t = bank.t().contiguous()
@@ -132,3 +165,34 @@ def _neighbour_search(bank: torch.Tensor):
         return torch.from_numpy(values), torch.from_numpy(indices)
 
     return search
+
+
+NEIGHBOURS_STORED = 200  # neighbours kept in the cache (more when a larger K is asked)
+
+
+def cached_knn_classify(train, test, train_file, test_file, ks, temperature: float,
+                        device: torch.device | str = "cpu") -> tuple[KnnResult, bool]:  # fmt: skip
+    """:func:`knn_classify` of two cached feature sets, reusing their stored neighbour search.
+
+    ``train_file``/``test_file`` are the feature-cache files of ``train``/``test``; the
+    search (at least :data:`NEIGHBOURS_STORED` neighbours) is stored next to them, so a
+    later run on the same features with any K up to that and any temperature only votes.
+    Returns the result and whether the search came from the cache.
+    """
+    from pathlib import Path
+
+    from sslkit.features.cache import cached_neighbours
+
+    ks = check_knn_inputs(train.features, train.labels, test.features, test.labels, ks,
+                          temperature)  # fmt: skip
+    k = min(max(ks[-1], NEIGHBOURS_STORED), len(train.features))
+
+    def search(count: int) -> tuple[np.ndarray, np.ndarray]:
+        similarities, indices = nearest_neighbours(train.features, test.features, count, device)
+        return similarities.numpy(), indices.numpy()
+
+    similarities, indices, hit = cached_neighbours(Path(train_file).parent, Path(train_file),
+                                                   Path(test_file), k, search)  # fmt: skip
+    result = knn_vote(torch.from_numpy(similarities), torch.from_numpy(indices), train.labels,
+                      test.labels, ks, temperature)  # fmt: skip
+    return result, hit

@@ -60,6 +60,9 @@ RECIPES: dict[str, LinearRecipe] = {
     "conic": LinearRecipe("conic", lr=75.0, schedule="cosine"),
     "simsiam-lars": LinearRecipe("simsiam-lars", lr=1.6, epochs=90, batch_size=4096,
                                  schedule="cosine", optimizer="lars"),  # fmt: skip
+    # transfer (evaluation.md §5): HCSC's VOC07 linear layer and Places205 probe
+    "voc07-hcsc": LinearRecipe("voc07-hcsc", lr=0.05, batch_size=16, schedule="cosine"),
+    "places-hcsc": LinearRecipe("places-hcsc", lr=3.0, schedule="cosine"),
 }
 
 

@@ -16,8 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sslkit.errors import BadInput
 from sslkit.features.store import FeatureSet, read_features, write_features
+from sslkit.utils.atomic import atomic_path
 
 CACHE_VERSION = 1
 
@@ -60,3 +63,39 @@ def cached_features(
 def _attr_text(value: Any) -> str:
     """A provenance value as stored in HDF5 (where ``None`` is written as ``""``)."""
     return "" if value is None else str(value)
+
+
+def cached_neighbours(
+    cache_dir: Path,
+    train_file: Path,
+    test_file: Path,
+    k: int,
+    compute: Callable[[int], tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Every test row's ``k`` nearest train rows, from the cache when stored for ``k`` or more.
+
+    ``train_file`` / ``test_file`` are cached feature files, whose names are the hashes of
+    their provenance, so the pair names the search exactly. A stored search of K >= ``k``
+    neighbours answers any ``k`` (and any vote temperature): sweeping ``--k`` or
+    ``--temperature`` then costs no similarity product. ``compute(k)`` returns
+    ``(similarities, indices)``, each ``n_test x k``. Returns those and whether it was a hit.
+    """
+    import h5py
+
+    pair = f"{Path(train_file).stem}:{Path(test_file).stem}"
+    path = Path(cache_dir) / f"neighbours-{hashlib.sha256(pair.encode()).hexdigest()[:32]}.h5"
+    if path.is_file():
+        try:
+            with h5py.File(path, "r") as handle:
+                if handle.attrs.get("pair") == pair and handle["indices"].shape[1] >= k:
+                    return handle["similarities"][:, :k], handle["indices"][:, :k], True
+        except (OSError, KeyError):
+            pass  # truncated or foreign: rebuild below
+        path.unlink(missing_ok=True)
+    similarities, indices = compute(k)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+        handle.create_dataset("similarities", data=np.asarray(similarities, dtype=np.float32))
+        handle.create_dataset("indices", data=np.asarray(indices, dtype=np.int64))
+        handle.attrs["pair"] = pair
+        handle.attrs["cache_version"] = CACHE_VERSION
+    return similarities, indices, False

@@ -199,20 +199,34 @@ class HCSC(MoCo):
 
     # -- M-step --------------------------------------------------------------------------
     def training_step(self, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
-        """Instance and prototype terms with selection (plain MoCo during the warm-up)."""
+        """Instance and prototype terms with selection (plain MoCo during the warm-up).
+
+        With ``symmetric`` (an sslkit option, not in the paper) view 2 is also a query
+        against view 1's key, every term is summed over both directions, and both keys are
+        queued, as MoCo's symmetric loss does.
+        """
         config = self.config
         momentum_update(self.online, self.target, config.momentum)
         queue = self.queue.keys.clone()  # before this step's push
         queue_log_norm = self.queue_log_norm.clone()
-        query = F.normalize(self.online(batch.views[0]), dim=1)
-        key = self.keys(batch.views[1], ctx)
-        local_queries = [F.normalize(self.online(view), dim=1) for view in batch.views[2:]]
-        if self.prototypes is None:
-            terms = self._warmup_terms(query, key, local_queries, queue)
-        else:
-            terms = self._selective_terms(query, key, local_queries, queue, queue_log_norm,
-                                          batch.indices, ctx.generator)  # fmt: skip
-        self._enqueue(key, batch.indices)
+        directions = [(0, 1), (1, 0)] if config.symmetric else [(0, 1)]
+        terms: dict[str, torch.Tensor] = {}
+        keys = []
+        for query_view, key_view in directions:
+            query = F.normalize(self.online(batch.views[query_view]), dim=1)
+            key = self.keys(batch.views[key_view], ctx)
+            local_queries = [F.normalize(self.online(view), dim=1)
+                             for view in batch.views[2:]] if query_view == 0 else []  # fmt: skip
+            if self.prototypes is None:
+                direction = self._warmup_terms(query, key, local_queries, queue)
+            else:
+                direction = self._selective_terms(query, key, local_queries, queue,
+                                                  queue_log_norm, batch.indices,
+                                                  ctx.generator)  # fmt: skip
+            for name, value in direction.items():
+                terms[name] = terms[name] + value if name in terms else value
+            keys.append(key)
+        self._enqueue(torch.cat(keys), batch.indices.repeat(len(directions)))
         loss = sum(terms.values())
         return {"loss": loss, **{f"loss/{name}": value.detach() for name, value in terms.items()}}
 
@@ -377,6 +391,7 @@ def _check_config(config: HCSC.Config, info: DataInfo) -> None:
         raise BadInput(f"hcsc: method.mask_mode must be one of {', '.join(MASK_MODES)}")
     if config.instance_level_reduction not in ("sum", "mean"):
         raise BadInput("hcsc: method.instance_level_reduction must be sum or mean")
-    if config.symmetric:
-        raise BadInput("hcsc: method.symmetric is not part of HCSC: set it to false")
+    if config.symmetric and config.multi_crop:
+        raise BadInput("hcsc: method.symmetric with multi_crop is not supported (the local "
+                       "crops already add queries): set one of them to false")  # fmt: skip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import h5py
+import pytest
 import torch
 
 from sslkit.features import service
@@ -75,6 +76,31 @@ def test_knn_checkpoint_second_run_reads_the_cache(digits_run, tmp_path, monkeyp
     second = json.loads((tmp_path / "second.json").read_text())
     assert second["inputs"]["train"]["cache_hit"] and second["inputs"]["test"]["cache_hit"]
     assert second["best"] == first["best"]
+    assert not first["neighbours_cache_hit"] and second["neighbours_cache_hit"]
+
+
+def test_stored_neighbours_answer_other_k_and_temperature(digits_run, tmp_path, monkeypatch):
+    """Another --k / --temperature on cached features only re-votes, with exact results."""
+    from sslkit.eval import knn as knn_module
+    from sslkit.features.store import read_features
+
+    args = ["knn", "--checkpoint", digits_run / "checkpoint.pt", "--data", "digits",
+            "--cache-dir", tmp_path / "cache"]  # fmt: skip
+    run_cli(*args, "--json", tmp_path / "first.json")
+    direct = knn_module.knn_classify  # the reference: a fresh search of the cached features
+
+    def no_search(*_args, **_kwargs):
+        raise AssertionError("the neighbour search ran again")
+
+    monkeypatch.setattr(knn_module, "nearest_neighbours", no_search)
+    run_cli(*args, "--k", "5,50", "--temperature", "0.5", "--json", tmp_path / "other.json")
+    other = json.loads((tmp_path / "other.json").read_text())
+    assert other["neighbours_cache_hit"]
+    train = read_features(other["inputs"]["train"]["cache_file"])
+    test = read_features(other["inputs"]["test"]["cache_file"])
+    monkeypatch.undo()
+    expected = direct(train.features, train.labels, test.features, test.labels, [5, 50], 0.5)
+    assert other["k"] == expected.as_dict()["k"]
 
 
 def test_layer_head_gives_the_projection(digits_run, tmp_path):
@@ -102,3 +128,22 @@ def test_release_format_checkpoint_is_detected(digits_run, tmp_path):
         result = run_cli("extract", "--checkpoint", tmp_path / name, "--data", "digits@50",
                          "--out", tmp_path / f"{name}.h5", "--json", "-")  # fmt: skip
         assert json.loads(result.stdout)["arch"] == "resnet18"
+
+
+def test_knn_unsupervised_score(digits_run, tmp_path):
+    """`knn --unsupervised-score` adds NMI, R and their product to the JSON results."""
+    out = tmp_path / "knn.json"
+    run_cli("knn", "--checkpoint", digits_run / "checkpoint.pt", "--data", "digits@512",
+            "--cache-dir", tmp_path / "cache", "--unsupervised-score", "--score-images", "200",
+            "--json", out)  # fmt: skip
+    score = json.loads(out.read_text())["unsupervised_score"]
+    assert score["images"] == 200 and score["clusters"] == 10 and score["seed"] == 0
+    assert 0 < score["nmi"] <= 1 and 0 < score["retrieval"] <= 1
+    assert score["score"] == pytest.approx(score["nmi"] * score["retrieval"])
+
+
+def test_knn_unsupervised_score_needs_a_checkpoint(tmp_path):
+    train = tmp_path / "missing.h5"
+    result = run_cli("knn", "--train", train, "--test", train, "--unsupervised-score",
+                     expect=2)  # fmt: skip
+    assert "--unsupervised-score" in result.output and "--checkpoint" in result.output

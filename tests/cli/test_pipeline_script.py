@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_pipeline_script(tmp_path):
-    """set -euo pipefail script: pretrain -> extract -> cluster -> knn -> linear -> semisup;
-    the final line reports each step's score."""
+    """set -euo pipefail script: pretrain -> extract -> cluster -> knn -> linear -> semisup
+    -> transfer; the final line reports each step's score."""
     env = {**os.environ, "EPOCHS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
     done = subprocess.run(["bash", str(ROOT / "examples" / "pipeline.sh"), str(tmp_path / "w")],
@@ -22,6 +22,7 @@ def test_pipeline_script(tmp_path):
     assert last.startswith("pipeline ok: kNN top-1 ")
     assert float(last.split()[4]) > 50.0
     fields = dict(part.strip().rsplit(" ", 1) for part in last.split(",")[1:])
-    assert set(fields) == {"AMI", "linear top-1", "semisup top-1"}
+    assert set(fields) == {"AMI", "linear top-1", "semisup top-1", "transfer top-1"}
     assert 0 < float(fields["AMI"]) <= 1 and float(fields["linear top-1"]) > 30.0
     assert 0 <= float(fields["semisup top-1"]) <= 100
+    assert float(fields["transfer top-1"]) > 30.0  # digits: 10 classes, chance 10 %

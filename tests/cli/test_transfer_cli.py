@@ -64,3 +64,138 @@ def test_class_folders_must_agree(digits_run, digit_folders, tmp_path):
                      digits_run / "checkpoint.pt", "--train", digit_folders / "train",
                      "--test", other, expect=2)  # fmt: skip
     assert "other class folders" in result.output
+
+
+# --- VOC07 and Places205 ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory):
+    """The tiny VOCdevkit/VOC2007 of tests/transfer_data.py (40 digit images, 4 classes)."""
+    from tests.transfer_data import write_voc2007
+
+    return write_voc2007(tmp_path_factory.mktemp("voc"))
+
+
+@pytest.fixture(scope="module")
+def places_root(tmp_path_factory):
+    """The tiny Places205 layout of tests/transfer_data.py (3 classes, 30 / 15 images)."""
+    from tests.transfer_data import write_places205
+
+    return write_places205(tmp_path_factory.mktemp("places"))
+
+
+def _dataset_transfer(digits_run, task, root, tmp_path, *args):
+    result = run_cli("transfer", "--task", task, "--data", root, "--checkpoint",
+                     digits_run / "checkpoint.pt", "--image-size", "32", "--cache-dir",
+                     tmp_path / "cache", *args, "--json", "-")  # fmt: skip
+    return json.loads(result.stdout)
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_voc07_low_shot_svm(one_thread, digits_run, voc_root, tmp_path):
+    """PCL's SVM on trainval -> test: k per class, runs, mean/std, provenance in the JSON."""
+    out = _dataset_transfer(digits_run, "voc07", voc_root, tmp_path, "--protocol", "svm",
+                            "--low-shot", "1,4", "--runs", "2")  # fmt: skip
+    result = out["result"]
+    assert out["task"] == "voc07" and result["protocol"] == "svm" and result["cost"] == 0.5
+    assert set(result["shots"]) == {"1", "4"} and len(result["shots"]["4"]["runs"]) == 2
+    # 4 classes present: k images per class drawn from trainval
+    assert result["shots"]["1"]["train_size"] == 4 and result["shots"]["4"]["train_size"] == 16
+    assert result["shots"]["4"]["mean"] > 60  # chance is about 25
+    assert result["shots"]["4"]["per_class"]["bicycle"] is None
+    assert set(out["inputs"]) == {"trainval", "test"}
+    assert out["checkpoint_sha256"] == _sha256(digits_run / "checkpoint.pt")
+    assert out["inputs"]["test"]["checkpoint_sha256"] == out["checkpoint_sha256"]
+    assert len(out["inputs"]["test"]["dataset_fingerprint"]) == 16
+    assert out["datasets"]["test"]["difficult"] == 3 and len(out["classes"]) == 20
+    full = _dataset_transfer(digits_run, "voc07", voc_root, tmp_path, "--protocol", "svm",
+                             "--cost", "2")  # fmt: skip
+    assert full["result"]["shots"]["full"]["train_size"] == 20 and full["result"]["cost"] == 2.0
+    assert full["inputs"]["test"]["cache_hit"] is True  # the same features as above
+
+
+def test_voc07_standard_linear_layer(one_thread, digits_run, voc_root, tmp_path):
+    """Cached features, best epoch on val, per-class test mAP plus the sample-wise metric."""
+    out = _dataset_transfer(digits_run, "voc07", voc_root, tmp_path, "--lr", "1e-5",
+                            "--epochs", "30", "--batch-size", "4")  # fmt: skip
+    result = out["result"]
+    assert result["voc_protocol"] == "standard" and result["recipe"]["name"] == "voc07-hcsc"
+    assert result["recipe"]["batch_size"] == 4 and len(result["history"]) == 30
+    assert result["map"] > 75 and 0 < result["sample_map"] <= 100
+    assert 1 <= result["best"]["epoch"] <= 30 and result["per_class"]["sofa"] is None
+    assert set(out["inputs"]) == {"train", "val", "test"}
+
+
+def test_voc07_hcsc_protocol(one_thread, digits_run, voc_root, tmp_path):
+    """HCSC's script: T_max=12 lr per epoch, five-crop test, the backbone run in train mode."""
+    from sslkit.eval.voc import hcsc_lr
+
+    out = _dataset_transfer(digits_run, "voc07", voc_root, tmp_path, "--voc-protocol", "hcsc",
+                            "--epochs", "2", "--batch-size", "6")  # fmt: skip
+    result = out["result"]
+    assert result["voc_protocol"] == "hcsc" and "T_max=12" in result["schedule"]
+    expected_lrs = [hcsc_lr(0.05, 0), hcsc_lr(0.05, 1)]
+    assert [row["lr"] for row in result["history"]] == pytest.approx(expected_lrs)
+    assert 0 < result["sample_map"] <= 100 and result["best"]["epoch"] in (1, 2)
+    assert "fivecrop32" in out["inputs"]["test"]["transform"]
+    assert out["inputs"]["train"]["transform"].startswith("squash32")
+
+
+def test_places205_linear_and_low_shot_svm(one_thread, digits_run, places_root, tmp_path):
+    """The places-hcsc recipe on cached features, and PCL's one-vs-rest low-shot SVM."""
+    out = _dataset_transfer(digits_run, "places205", places_root, tmp_path, "--lr", "1e-4",
+                            "--epochs", "20", "--batch-size", "8")  # fmt: skip
+    assert out["result"]["recipe"]["name"] == "places-hcsc" and out["result"]["top1"] > 80
+    assert out["classes"] == ["abbey", "beach", "church/outdoor"]
+    svm = _dataset_transfer(digits_run, "places205", places_root, tmp_path, "--protocol", "svm",
+                            "--low-shot", "2", "--runs", "3")  # fmt: skip
+    assert svm["result"]["shots"]["2"]["train_size"] == 6 and svm["result"]["metric"] == "top1"
+    assert svm["result"]["shots"]["2"]["mean"] > 50  # chance is 33
+    assert svm["inputs"]["val"]["cache_hit"] is True
+
+
+def _one_line_error(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_voc07_bad_input_is_one_line_exit_2(digits_run, voc_root, tmp_path):
+    """Missing root / ImageSets / split file, wrong option combinations: exit 2, one line."""
+    import shutil
+
+    ckpt = digits_run / "checkpoint.pt"
+    line = _one_line_error(run_cli("transfer", "--task", "voc07", "--data", tmp_path / "none",
+                                   "--checkpoint", ckpt, expect=2))  # fmt: skip
+    assert "does not exist" in line
+    broken = shutil.copytree(voc_root, tmp_path / "broken")
+    (broken / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "test.txt").unlink()
+    line = _one_line_error(run_cli("transfer", "--task", "voc07", "--protocol", "svm",
+                                   "--data", broken, "--checkpoint", ckpt, expect=2))  # fmt: skip
+    assert "test.txt not found" in line
+    shutil.rmtree(broken / "VOCdevkit" / "VOC2007" / "ImageSets")
+    line = _one_line_error(run_cli("transfer", "--task", "voc07", "--data", broken,
+                                   "--checkpoint", ckpt, expect=2))  # fmt: skip
+    assert "no VOC2007 layout" in line and "VOCdevkit/VOC2007" in line
+    line = _one_line_error(run_cli("transfer", "--task", "voc07", "--train", voc_root,
+                                   "--test", voc_root, "--checkpoint", ckpt, expect=2))  # fmt: skip
+    assert "--data ROOT" in line
+    line = _one_line_error(run_cli("transfer", "--task", "voc07", "--checkpoint", ckpt,
+                                   expect=2))  # fmt: skip
+    assert "needs --data ROOT" in line
+    line = _one_line_error(run_cli("transfer", "--task", "imagefolder", "--data", voc_root,
+                                   "--checkpoint", ckpt, expect=2))  # fmt: skip
+    assert "--train DIR and --test DIR" in line
+    line = _one_line_error(run_cli("transfer", "--task", "imagefolder", "--checkpoint", ckpt,
+                                   expect=2))  # fmt: skip
+    assert "needs --train DIR and --test DIR" in line
+    line = _one_line_error(run_cli("transfer", "--task", "voc07", "--data", voc_root,
+                                   "--low-shot", "1,2", "--checkpoint", ckpt,
+                                   expect=2))  # fmt: skip
+    assert "--protocol svm" in line

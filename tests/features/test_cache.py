@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from sslkit.features.cache import cache_key, cached_features, default_cache_dir
+from sslkit.features.cache import (
+    cache_key,
+    cached_features,
+    cached_neighbours,
+    default_cache_dir,
+)
 from sslkit.features.store import FeatureSet, read_features
 
 PROVENANCE = {"checkpoint_sha256": "ab" * 32, "layer": "backbone", "dataset": "digits",
@@ -101,3 +106,45 @@ def test_none_provenance_value_still_hits(tmp_path):
     cached_features(tmp_path, provenance, compute)
     _, hit, _ = cached_features(tmp_path, provenance, compute)
     assert hit and compute.calls == 1
+
+
+class NeighbourSearch:
+    """A search callback that counts its calls and returns k columns of known values."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self.calls.append(k)
+        similarities = np.tile(np.linspace(1, 0, k, dtype=np.float32), (3, 1))
+        return similarities, np.tile(np.arange(k), (3, 1))
+
+
+def test_neighbours_are_stored_and_sliced_for_smaller_k(tmp_path):
+    search = NeighbourSearch()
+    train, test = tmp_path / "aaaa.h5", tmp_path / "bbbb.h5"
+    first = cached_neighbours(tmp_path, train, test, 8, search)
+    smaller = cached_neighbours(tmp_path, train, test, 3, search)
+    assert (first[2], smaller[2]) == (False, True) and search.calls == [8]
+    assert np.array_equal(smaller[1], first[1][:, :3])
+    assert np.allclose(smaller[0], first[0][:, :3])
+
+
+def test_neighbours_are_searched_again_for_larger_k_or_another_pair(tmp_path):
+    search = NeighbourSearch()
+    train, test = tmp_path / "aaaa.h5", tmp_path / "bbbb.h5"
+    cached_neighbours(tmp_path, train, test, 4, search)
+    assert not cached_neighbours(tmp_path, train, test, 6, search)[2]  # more than stored
+    assert cached_neighbours(tmp_path, train, test, 6, search)[2]
+    assert not cached_neighbours(tmp_path, train, tmp_path / "cccc.h5", 4, search)[2]
+    assert search.calls == [4, 6, 4]
+
+
+def test_corrupt_neighbour_file_is_rebuilt(tmp_path):
+    search = NeighbourSearch()
+    train, test = tmp_path / "aaaa.h5", tmp_path / "bbbb.h5"
+    cached_neighbours(tmp_path, train, test, 4, search)
+    (stored,) = tmp_path.glob("neighbours-*.h5")
+    stored.write_bytes(b"not hdf5")
+    similarities, indices, hit = cached_neighbours(tmp_path, train, test, 4, search)
+    assert not hit and search.calls == [4, 4] and indices.shape == (3, 4)

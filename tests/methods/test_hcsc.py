@@ -228,6 +228,25 @@ def test_selective_loss_matches_spec_reference(overrides):
     assert out["loss"].item() == pytest.approx(sum(expected.values()).item(), rel=1e-5)
 
 
+def test_symmetric_loss_sums_both_directions_and_queues_both_keys():
+    """symmetric: every term = spec terms of (q1, k2) + (q2, k1), draws in that order."""
+    method = _clustered(symmetric=True)
+    queue = method.queue.keys.clone()
+    batch = _batch()
+    out = method.training_step(batch, _ctx(seed=5))
+    query, key, _ = _embeddings(method, batch)
+    swapped = Batch(views=batch.views[::-1], indices=batch.indices)
+    query_2, key_2, _ = _embeddings(method, swapped)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        first = _reference_terms(method, query, key, [], queue, generator)
+        second = _reference_terms(method, query_2, key_2, [], queue, generator)
+    for name in ("instance", "prototype"):
+        expected = first[name] + second[name]
+        assert out[f"loss/{name}"].item() == pytest.approx(expected.item(), rel=1e-5), name
+    assert torch.allclose(method.queue.keys[: 2 * BATCH], torch.cat([key, key_2]), atol=1e-6)
+
+
 @pytest.mark.parametrize("reduction, factor", [("sum", 3), ("mean", 1)])
 def test_keep_probability_one_gives_levels_times_infonce(monkeypatch, reduction, factor):
     """All instance masks = 1: the instance term is L x InfoNCE (sum) or InfoNCE (mean)."""
@@ -368,7 +387,7 @@ def test_extra_state_round_trip(tmp_path):
     {"num_clusters": [6, 1]},
     {"mask_mode": "drop"},
     {"instance_level_reduction": "max"},
-    {"symmetric": True},
+    {"symmetric": True, "multi_crop": True},
     {"num_clusters": [NUM_SAMPLES + 1, 4]},  # k_0 > N
 ])  # fmt: skip
 def test_bad_config_is_bad_input(overrides):
