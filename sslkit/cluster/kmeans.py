@@ -189,16 +189,18 @@ def hierarchical_kmeans(
 
 
 def flat_kmeans(
-    features: np.ndarray, ks: list[int], temperature: float, settings: KMeansSettings
-) -> Clustering:
-    """Independent k-means of the points for every k (PCL's several clusterings)."""
+    features: np.ndarray, ks: list[int], temperature: float, settings: KMeansSettings,
+    alpha: float = 10.0,
+) -> Clustering:  # fmt: skip
+    """Independent k-means of the points for every k (PCL's several clusterings); ``alpha``
+    is the concentration's smoothing (PCL: 10)."""
     _check_sizes(ks, hierarchical=False)
     features = check_points(features, max(ks))
     levels, device = [], ""
     for position, k in enumerate(ks):
         result = kmeans(features, k, _seeded(settings, position))
         device = result.device
-        density = concentration(result.squared_distances, result.labels, k, temperature)
+        density = concentration(result.squared_distances, result.labels, k, temperature, alpha)
         levels.append(ClusterLevel(_normalize_rows(result.centroids), density, result.labels))
     return Clustering(levels, hierarchical=False, device=device)
 

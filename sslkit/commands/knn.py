@@ -26,7 +26,8 @@ def parse_ks(_ctx, _param, value: str) -> list[int]:
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Instead of feature files: a checkpoint ...")
 @click.option("--data", "data_spec", default=None, metavar="SPEC",
-              help="... and a data spec (its train and test splits are embedded and cached).")
+              help="... and a data spec (its train and test splits are embedded and cached; "
+                   "e.g. cifar10-lt:ROOT or digits~lt10 for a long-tailed train split).")
 @click.option("--layer", type=click.Choice(["backbone", "head"]), default="backbone",
               show_default=True)
 @click.option("--arch", default=None, help="Backbone arch if the checkpoint does not say.")
@@ -56,11 +57,16 @@ def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperatu
         device, json_path) -> None:  # fmt: skip
     """Weighted kNN classification (cosine similarity, exp(s/T) votes), top-1 and top-5.
 
+    When the training split is long-tailed (largest class >= 2x the smallest), the
+    many- (>100 training images), medium- (20-100) and few-shot (<20) classes' top-1 at
+    the best k is added ("shot_groups" in the JSON).
+
     \b
     Examples:
       sslkit knn --train train.h5 --test test.h5
       sslkit knn --checkpoint runs/moco-digits/checkpoint.pt --data digits --json -
       sslkit knn --checkpoint ckpt.pt --data fashion-mnist --unsupervised-score
+      sslkit knn --checkpoint ckpt.pt --data cifar10-lt:/data/cifar --k 200
     """
     import time
 
@@ -98,6 +104,9 @@ def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperatu
         result, neighbours_hit = cached_knn_classify(train, test, *cache_files, ks, temperature,
                                                      torch_device)  # fmt: skip
     output = {**result.as_dict(), "inputs": sources, "neighbours_cache_hit": neighbours_hit}
+    shots = _shot_groups(result, train.labels, test.labels)
+    if shots is not None:
+        output["shot_groups"] = shots
     score = None
     if unsupervised_score:
         score = _unsupervised(checkpoint, data_spec, layer, arch, score_images, score_clusters,
@@ -105,6 +114,8 @@ def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperatu
         output["unsupervised_score"] = {**score.as_dict(), "seed": seed}
     output["seconds"] = round(time.perf_counter() - started, 3)
     _print(result, json_path)
+    if shots is not None:
+        _print_shots(shots, json_path)
     if score is not None:
         _print_score(score, json_path)
     write_json(output, json_path)
@@ -142,6 +153,25 @@ def _unsupervised(checkpoint, spec, layer, arch, images, clusters, seed, batch_s
     if clusters < 2:
         raise BadInput(f"{spec} does not say how many classes it has: pass --score-clusters K")
     return unsupervised_score(first, second, clusters, seed)
+
+
+def _shot_groups(result, train_labels, test_labels) -> dict | None:
+    """Many/medium/few-shot top-1 at the best k, when the training split is long-tailed."""
+    from sslkit.eval.longtail import is_long_tailed, shot_accuracy
+
+    if result.predictions is None or not is_long_tailed(train_labels, test_labels):
+        return None
+    best = result.best_k
+    return {"k": best, **shot_accuracy(train_labels, result.predictions[best], test_labels)}
+
+
+def _print_shots(shots: dict, json_path) -> None:
+    from sslkit.commands.common import print_table
+    from sslkit.eval.longtail import shot_table
+
+    columns, rows = shot_table(shots)
+    print_table(f"long tail: many / medium / few-shot top-1 at k={shots['k']}", columns, rows,
+                to_stderr=json_path == "-")  # fmt: skip
 
 
 def _print_score(score, json_path) -> None:

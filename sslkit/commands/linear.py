@@ -23,7 +23,8 @@ def parse_milestones(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Encoder to evaluate (sslkit, torchvision or MoCo/PCL/HCSC release).")
 @click.option("--data", "data_spec", default=None, metavar="SPEC",
-              help="Labelled data spec: trains on its train split, tests on its test split.")
+              help="Labelled data spec: trains on its train split, tests on its test split "
+                   "(e.g. cifar10-lt:ROOT or digits~lt10 for a long-tailed train split).")
 @click.option("--train", "train_path", type=click.Path(dir_okay=False), default=None,
               help="Instead of --checkpoint/--data: a training feature file (features mode).")
 @click.option("--test", "test_path", type=click.Path(dir_okay=False), default=None,
@@ -64,6 +65,10 @@ def linear(checkpoint, data_spec, train_path, test_path, mode, recipe, lr, epoch
            weight_decay, schedule, milestones, layer, arch, workdir, resume, force, seed,
            cache_dir, no_cache, num_workers, download, device, json_path) -> None:  # fmt: skip
     """Train a linear classifier on a frozen encoder; top-1 / top-5 on the test split.
+
+    When the training split is long-tailed (largest class >= 2x the smallest), the
+    many- (>100 training images), medium- (20-100) and few-shot (<20) classes' top-1 at
+    the final epoch is added ("shot_groups" in the JSON).
 
     \b
     Examples:
@@ -147,9 +152,24 @@ def _run(env, recipe, mode, checkpoint, spec, train_path, test_path, layer, arch
                         on_epoch_end=save)  # fmt: skip
     if before is not None:
         check_unchanged(backbone, before)
-    return {"protocol": "linear", "mode": mode, "recipe": asdict(recipe),
-            "num_classes": num_classes, "result": summary(state.history), "history": state.history,
-            "inputs": sources}  # fmt: skip
+    output = {"protocol": "linear", "mode": mode, "recipe": asdict(recipe),
+              "num_classes": num_classes, "result": summary(state.history),
+              "history": state.history, "inputs": sources}  # fmt: skip
+    shots = _shot_groups(classifier, test_x, train.labels, test.labels, state.epochs_done)
+    if shots is not None:
+        output["shot_groups"] = shots
+    return output
+
+
+def _shot_groups(classifier, test_x, train_labels, test_labels, epoch: int) -> dict | None:
+    """Many/medium/few-shot top-1 of the final probe, when the training split is long-tailed."""
+    from sslkit.eval.linear import probe_logits
+    from sslkit.eval.longtail import is_long_tailed, shot_accuracy
+
+    if not is_long_tailed(train_labels, test_labels):
+        return None
+    predictions = probe_logits(classifier, test_x).topk(1, dim=1).indices[:, 0].cpu().numpy()
+    return {"epoch": epoch, **shot_accuracy(train_labels, predictions, test_labels)}
 
 
 def _from_checkpoint(checkpoint, spec, layer, arch, mode, device, cache_dir, no_cache, download):
@@ -194,3 +214,10 @@ def _print(output: dict, json_path: str | None) -> None:
              f"{result['best']['epoch']}")  # fmt: skip
     print_table(title, ["epoch", "lr", "loss", "top-1 %", "top-5 %"], rows,
                 to_stderr=json_path == "-")  # fmt: skip
+    shots = output.get("shot_groups")
+    if shots is not None:
+        from sslkit.eval.longtail import shot_table
+
+        columns, rows = shot_table(shots)
+        print_table(f"long tail: many / medium / few-shot top-1 at epoch {shots['epoch']}",
+                    columns, rows, to_stderr=json_path == "-")  # fmt: skip

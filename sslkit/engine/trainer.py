@@ -254,7 +254,7 @@ class Trainer:
             return
         payload = training_payload(
             method=self.method, config=self.config, epoch=self.epoch, step=self.step,
-            optimizer=self.optimizer, scaler=self.scaler, data_info=self.dataset.info,
+            optimizer=self.optimizer, scaler=self.scaler, data_info=self.method.data_info,
             dataset_fingerprint=self.dataset.fingerprint(),
         )  # fmt: skip
         path = write_training_checkpoint(self.workdir, payload)

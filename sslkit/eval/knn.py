@@ -14,7 +14,7 @@ OpenBLAS faiss ships, and the heap avoids materialising and re-scanning the bloc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,13 +27,18 @@ DEFAULT_KS = (10, 20, 100, 200)
 
 @dataclass
 class KnnResult:
-    """Top-1 / top-5 accuracy (in %) for every K, and the best K by top-1."""
+    """Top-1 / top-5 accuracy (in %) for every K, and the best K by top-1.
+
+    ``predictions`` (from :func:`knn_vote`; not part of :meth:`as_dict`) holds every
+    query's top-1 class for every K, e.g. for per-class or many/medium/few-shot accuracy.
+    """
 
     top1: dict[int, float]
     top5: dict[int, float]
     temperature: float
     train_size: int
     test_size: int
+    predictions: dict[int, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def best_k(self) -> int:
@@ -122,13 +127,17 @@ def nearest_neighbours(train_features, test_features, k: int, device: torch.devi
 @torch.no_grad()
 def knn_vote(similarities: torch.Tensor, neighbours: torch.Tensor, train_labels, test_labels,
              ks: list[int], temperature: float, chunk: int = 4096) -> KnnResult:  # fmt: skip
-    """Top-1/top-5 accuracy of the ``exp(s/T)``-weighted vote of the first K neighbours."""
+    """Top-1/top-5 accuracy of the ``exp(s/T)``-weighted vote of the first K neighbours.
+
+    The result also holds each query's predicted class for every K (``predictions``).
+    """
     train_y = _as_tensor(train_labels, torch.device("cpu"), torch.long)
     test_y = _as_tensor(test_labels, torch.device("cpu"), torch.long)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     k_max = neighbours.shape[1]
     correct1 = dict.fromkeys(ks, 0)
     correct5 = dict.fromkeys(ks, 0)
+    predicted: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
     for start in range(0, len(test_y), chunk):
         truth = test_y[start : start + chunk]
         weights = (similarities[start : start + chunk] / temperature).exp()
@@ -138,6 +147,7 @@ def knn_vote(similarities: torch.Tensor, neighbours: torch.Tensor, train_labels,
             scores = torch.zeros(len(truth), num_classes)
             scores.scatter_add_(1, neighbour_labels[:, :kk], weights[:, :kk])
             best = scores.topk(min(5, num_classes), dim=1).indices
+            predicted[k].append(best[:, 0])
             correct1[k] += int((best[:, 0] == truth).sum())
             correct5[k] += int((best == truth.unsqueeze(1)).any(dim=1).sum())
     total = len(test_y)
@@ -147,6 +157,8 @@ def knn_vote(similarities: torch.Tensor, neighbours: torch.Tensor, train_labels,
         temperature=temperature,
         train_size=len(train_y),
         test_size=total,
+        predictions={k: torch.cat(parts).numpy() if parts else np.zeros(0, dtype=np.int64)
+                     for k, parts in predicted.items()},  # fmt: skip
     )
 
 

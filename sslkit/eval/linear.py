@@ -155,9 +155,14 @@ def train_probe(
 def evaluate(classifier: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
              chunk: int = 4096) -> Accuracy:  # fmt: skip
     """Accuracy of the classifier on pre-computed test inputs (every row once)."""
+    return accuracy(probe_logits(classifier, inputs, chunk), labels)
+
+
+@torch.no_grad()
+def probe_logits(classifier: nn.Module, inputs: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """``N x C`` logits of the classifier (in eval mode) on pre-computed inputs, in chunks."""
     classifier.eval()
-    logits = torch.cat([classifier(part) for part in inputs.split(chunk)])
-    return accuracy(logits, labels)
+    return torch.cat([classifier(part) for part in inputs.split(chunk)])
 
 
 def feature_batches(features: torch.Tensor, labels: torch.Tensor, batch_size: int,

@@ -129,6 +129,11 @@ class Method(nn.Module):
     def after_optimizer_step(self, ctx: StepContext) -> None:
         """Optional: work after the optimiser step (momentum update, memory bank)."""
 
+    def online_views(self) -> int:
+        """How many views per step go through :attr:`backbone` with gradient (add-ons such
+        as CLD read the first two of those representations)."""
+        return 1
+
     def encoder(self) -> nn.Module:
         """The backbone that is exported and evaluated (the online/query encoder)."""
         return self.backbone

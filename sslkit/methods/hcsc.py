@@ -32,10 +32,10 @@ import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
 from sslkit.data.views import ViewSpec, multi_crop_view_spec, view_spec_from_config
-from sslkit.engine.distributed import all_gather_concat, broadcast_
+from sslkit.engine.distributed import all_gather_concat
 from sslkit.errors import BadInput
-from sslkit.methods.base import Batch, EpochContext, StepContext, hp
-from sslkit.methods.moco import MoCo
+from sslkit.methods.base import Batch, StepContext, hp
+from sslkit.methods.prototypical import Prototypes, PrototypicalMoCo, clustering_from_levels
 from sslkit.nn.losses import MASK_MODES, info_nce
 from sslkit.nn.momentum import momentum_update
 from sslkit.nn.prototypes import (
@@ -56,26 +56,16 @@ PAPER_LOCAL_CROPS = [[192 / 224, [0.172, 0.86]], [160 / 224, [0.143, 0.715]],
                      [128 / 224, [0.114, 0.571]], [96 / 224, [0.086, 0.429]]]  # fmt: skip
 
 
-@dataclass
-class Prototypes:
-    """One level of the clustering, as tensors on the device (see ``hcsc.md`` §2)."""
-
-    centroids: torch.Tensor  # k x dim, unit rows
-    density: torch.Tensor  # k, mean = T
-    assignments: torch.Tensor  # N, the prototype of every training image
-    parents: torch.Tensor | None  # k, prototype one level up (None at the top)
-    parent_keep: torch.Tensor | None  # k x k_up, 1 - softmax(sim / phi_up) (None at the top)
-
-
-class HCSC(MoCo):
+class HCSC(PrototypicalMoCo):
     """MoCo v2 + hierarchical prototypes with instance and prototype selection."""
 
     name = "hcsc"
     description = "HCSC: MoCo v2 + hierarchical prototypes, selective negatives (Guo et al. 2022)"
     default_train = {"lr": 0.03, "weight_decay": 1e-4, "momentum": 0.9, "schedule": "cosine"}
+    hierarchical = True
 
     @dataclass
-    class Config(MoCo.Config):
+    class Config(PrototypicalMoCo.Config):
         """HCSC hyper-parameters (defaults: the paper's ImageNet recipe)."""
 
         queue_size: int = hp(16384, "number of negative keys K in the queue")
@@ -100,7 +90,6 @@ class HCSC(MoCo):
         levels = len(config.num_clusters)
         # log-normaliser of every queue entry's soft assignment, per level (see module doc)
         self.register_buffer("queue_log_norm", torch.zeros(levels, config.queue_size))
-        self.prototypes: list[Prototypes] | None = None
         # per level, k x K keep thresholds of every queue entry (derived from the queue and
         # the clustering, so not checkpointed: rebuilt at the first step that needs them)
         self._keep_tables: list[torch.Tensor] | None = None
@@ -114,54 +103,31 @@ class HCSC(MoCo):
         crops = [global_crop, global_crop, *self.config.local_crops]
         return multi_crop_view_spec(augment, self.data_info, [(f, tuple(s)) for f, s in crops])
 
-    # -- E-step --------------------------------------------------------------------------
-    def on_epoch_start(self, ctx: EpochContext) -> None:
-        """After the warm-up: cluster the momentum features of the whole training set."""
-        if ctx.epoch < self.config.warmup_epochs:
-            return
-        features = F.normalize(ctx.extract_features(self.target).float(), dim=1)
-        levels = None
-        if ctx.dist.is_main:
-            levels = self._cluster(features)
-        self.prototypes = self._broadcast(levels, features.shape[0], features.device)
-        self._refresh_selection_cache()
+    def online_views(self) -> int:
+        """Query views per step: view 1 (and 2 with ``symmetric``) plus the local crops."""
+        locals_ = len(self.config.local_crops) if self.config.multi_crop else 0
+        return (2 if self.config.symmetric else 1) + locals_
 
-    def _cluster(self, features: torch.Tensor) -> list[Prototypes]:
+    # -- E-step --------------------------------------------------------------------------
+    def cluster_features(self, features: torch.Tensor) -> list[Prototypes]:
+        """Bottom-up hierarchical k-means with concentrations (``hcsc.md`` §4.1)."""
         from sslkit.cluster.kmeans import KMeansSettings, hierarchical_kmeans
 
         settings = KMeansSettings(niter=self.config.kmeans_niter, nredo=self.config.kmeans_nredo,
                                   seed=0)  # fmt: skip
         clustering = hierarchical_kmeans(features.cpu().numpy(), list(self.config.num_clusters),
                                          self.config.temperature, settings)  # fmt: skip
-        device = features.device
-        levels = []
-        for level in clustering.levels:
-            levels.append(Prototypes(
-                torch.from_numpy(level.centroids).to(device),
-                torch.from_numpy(level.density).to(device),
-                torch.from_numpy(level.assignments).to(device),
-                None if level.parents is None else torch.from_numpy(level.parents).to(device),
-                None,
-            ))  # fmt: skip
-        return _with_parent_tables(levels)
+        return clustering_from_levels(clustering.levels, features.device)
 
-    def _broadcast(self, levels: list[Prototypes] | None, num_samples: int,
-                   device: torch.device) -> list[Prototypes]:  # fmt: skip
-        """Rank 0's clustering on every rank (others allocate tensors of the same shapes)."""
-        sizes = list(self.config.num_clusters)
-        dim = self.config.dim
-        if levels is None:
-            levels = [Prototypes(
-                torch.zeros(k, dim, device=device), torch.zeros(k, device=device),
-                torch.zeros(num_samples, dtype=torch.long, device=device),
-                torch.zeros(k, dtype=torch.long, device=device) if d < len(sizes) - 1 else None,
-                None,
-            ) for d, k in enumerate(sizes)]  # fmt: skip
-        for level in levels:
-            for tensor in (level.centroids, level.density, level.assignments, level.parents):
-                if tensor is not None:
-                    broadcast_(tensor)
-        return _with_parent_tables(levels)
+    def on_clustering_changed(self) -> None:
+        """Each level's parent-keep table; the instance-selection tables are dropped."""
+        self._keep_tables = None
+        if self.prototypes is not None:
+            self.prototypes = _with_parent_tables(self.prototypes)
+
+    def on_new_clustering(self) -> None:
+        """The queue's log-normalisers under the new clustering."""
+        self._refresh_selection_cache()
 
     @torch.no_grad()
     def _refresh_selection_cache(self) -> None:
@@ -292,46 +258,6 @@ class HCSC(MoCo):
                 self._keep_tables[depth][:, rows] = instance_keep_thresholds(
                     keys, level.centroids, level.density)
 
-    # -- checkpointed clustering -----------------------------------------------------------
-    def get_extra_state(self) -> dict[str, Any]:
-        """The current clustering (tensors only, so ``weights_only`` loading reads it)."""
-        if self.prototypes is None:
-            return {"levels": 0}
-        state: dict[str, Any] = {"levels": len(self.prototypes)}
-        for depth, level in enumerate(self.prototypes):
-            for name in ("centroids", "density", "assignments", "parents"):
-                value = getattr(level, name)
-                if value is not None:
-                    state[f"{name}_{depth}"] = value.detach().cpu()
-        return state
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore the clustering saved by :meth:`get_extra_state`."""
-        count = int(state.get("levels", 0))
-        if count == 0:
-            self.prototypes = None
-            return
-        device = self.queue_log_norm.device
-        levels = [Prototypes(
-            state[f"centroids_{d}"].to(device), state[f"density_{d}"].to(device),
-            state[f"assignments_{d}"].to(device),
-            state[f"parents_{d}"].to(device) if f"parents_{d}" in state else None, None,
-        ) for d in range(count)]  # fmt: skip
-        self.prototypes = _with_parent_tables(levels)
-        self._keep_tables = None
-
-    def _apply(self, fn, *args, **kwargs):
-        """Move the clustering tensors with the module (``.to(device)``)."""
-        result = super()._apply(fn, *args, **kwargs)
-        if getattr(self, "prototypes", None) is not None:
-            device = self.queue_log_norm.device
-            self.prototypes = _with_parent_tables([Prototypes(
-                p.centroids.to(device), p.density.to(device), p.assignments.to(device),
-                None if p.parents is None else p.parents.to(device), None,
-            ) for p in self.prototypes])  # fmt: skip
-        self._keep_tables = None
-        return result
-
 
 @dataclass
 class _InstanceSimilarities:
@@ -391,6 +317,9 @@ def _check_config(config: HCSC.Config, info: DataInfo) -> None:
         raise BadInput(f"hcsc: method.mask_mode must be one of {', '.join(MASK_MODES)}")
     if config.instance_level_reduction not in ("sum", "mean"):
         raise BadInput("hcsc: method.instance_level_reduction must be sum or mean")
+    if config.queries != 1:
+        raise BadInput("hcsc: method.queries must be 1 (extra queries are the local crops: "
+                       "method.multi_crop)")  # fmt: skip
     if config.symmetric and config.multi_crop:
         raise BadInput("hcsc: method.symmetric with multi_crop is not supported (the local "
                        "crops already add queries): set one of them to false")  # fmt: skip

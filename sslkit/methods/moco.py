@@ -7,18 +7,21 @@ T=0.07; the CIFAR Colab variant is ``symmetric=True`` with ``bn_splits=8``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
+from sslkit.data.views import ViewSpec, view_spec_from_config
 from sslkit.engine.distributed import (
     all_gather_concat,
     shuffle_across_ranks,
     unshuffle_across_ranks,
 )
+from sslkit.errors import BadInput
 from sslkit.methods.base import Batch, Method, StepContext, hp
-from sslkit.nn.heads import EncoderWithHead, projection_head
+from sslkit.nn.heads import EncoderWithHead, build_head
 from sslkit.nn.losses import info_nce
 from sslkit.nn.momentum import momentum_copy, momentum_update
 from sslkit.nn.queue import KeyQueue
@@ -39,10 +42,14 @@ class MoCo(Method):
         dim: int = hp(128, "output dimension of the projection head")
         mlp: bool = hp(True, "MoCo v2 MLP head (hidden = backbone width); False = v1 linear")
         head_bn: bool = hp(False, "BatchNorm in the MLP head (not in MoCo v2; learns faster)")
+        head: str = hp("auto", "projection head: auto (mlp if `mlp` else linear), linear, mlp, "
+                       "norm_linear or norm_mlp (CLD's cosine heads)")  # fmt: skip
         queue_size: int = hp(65536, "number of negative keys K in the queue")
         momentum: float = hp(0.999, "momentum m of the key encoder's EMA")
         temperature: float = hp(0.2, "softmax temperature T (v1: 0.07)")
         symmetric: bool = hp(False, "also use view 2 as query (loss is the sum, 2B keys queued)")
+        queries: int = hp(1, "query views per image against one key view (loss is their mean; "
+                          "MoCo + CLD uses 2)")  # fmt: skip
         shuffle_bn: bool = hp(True, "shuffle the key batch across processes (multi-process BN)")
         bn_splits: int = hp(1, "BatchNorm over this many chunks of the batch (1-GPU stand-in)")
 
@@ -51,10 +58,22 @@ class MoCo(Method):
         if config.bn_splits > 1:
             convert_to_split_bn(backbone, config.bn_splits)
         width = backbone.feature_dim
-        head = projection_head(width, config.dim, width if config.mlp else None, config.head_bn)
+        kind = config.head if config.head != "auto" else "mlp" if config.mlp else "linear"
+        head = build_head(kind, width, config.dim, hidden_dim=width, batch_norm=config.head_bn)
         self.online = EncoderWithHead(backbone, head)
         self.target = momentum_copy(self.online)
         self.queue = KeyQueue(config.queue_size, config.dim)
+        if config.queries < 1 or (config.queries > 1 and config.symmetric):
+            raise BadInput(f"{self.name}: method.queries must be >= 1, and 1 with "
+                           "method.symmetric")  # fmt: skip
+
+    def views(self, augment: dict[str, Any]) -> ViewSpec:
+        """``queries`` query views then the key view (two views by default)."""
+        return view_spec_from_config(augment, self.data_info, count=self.config.queries + 1)
+
+    def online_views(self) -> int:
+        """Query views through the online encoder per step (two with ``symmetric``)."""
+        return 2 if self.config.symmetric else self.config.queries
 
     @torch.no_grad()
     def keys(self, images: torch.Tensor, ctx: StepContext) -> torch.Tensor:
@@ -66,10 +85,23 @@ class MoCo(Method):
         return F.normalize(self.target(images), dim=1)
 
     def training_step(self, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
-        """Momentum update, keys, InfoNCE against the queue, then enqueue the keys."""
-        first, second = batch.views[0], batch.views[1]
+        """Momentum update, keys, InfoNCE against the queue, then enqueue the keys.
+
+        With ``queries`` > 1 the first views are all queries of the last view's key and the
+        loss is their mean (CLD's MoCo base); the queue gets the key once.
+        """
         momentum_update(self.online, self.target, self.config.momentum)
         negatives = self.queue.keys.clone()  # snapshot before this step's push
+        if self.config.queries > 1:
+            *query_views, key_view = batch.views
+            key = self.keys(key_view, ctx)
+            loss = torch.stack([
+                info_nce(F.normalize(self.online(view), dim=1), key, negatives,
+                         self.config.temperature)
+                for view in query_views]).mean()  # fmt: skip
+            self.queue.push(all_gather_concat(key), all_gather_concat(batch.indices))
+            return {"loss": loss, "loss/instance": loss.detach()}
+        first, second = batch.views[0], batch.views[1]
         query = F.normalize(self.online(first), dim=1)
         key = self.keys(second, ctx)
         loss = info_nce(query, key, negatives, self.config.temperature)

@@ -147,3 +147,41 @@ def test_knn_unsupervised_score_needs_a_checkpoint(tmp_path):
     result = run_cli("knn", "--train", train, "--test", train, "--unsupervised-score",
                      expect=2)  # fmt: skip
     assert "--unsupervised-score" in result.output and "--checkpoint" in result.output
+
+
+def test_knn_long_tail_reports_shot_groups(digits_run, tmp_path):
+    """digits~lt10: a long-tailed train split, the balanced test split, many/medium/few."""
+    args = ["knn", "--checkpoint", digits_run / "checkpoint.pt", "--cache-dir", tmp_path / "c"]
+    result = run_cli(*args, "--data", "digits~lt10", "--json", tmp_path / "lt.json")
+    assert "few (<20)" in result.output  # the many/medium/few table
+    data = json.loads((tmp_path / "lt.json").read_text())
+    # digits~lt10 keeps 131, 101, 78, 60, 47, 36, 28, 21, 16, 13 training digits
+    assert data["train_size"] == 531 and data["test_size"] == 450
+    assert data["inputs"]["train"]["dataset"] == "digits~lt10"
+    shots = data["shot_groups"]
+    assert shots["k"] == data["best"]["k"]
+    assert (shots["many_above"], shots["few_below"]) == (100, 20)
+    assert [shots[group]["classes"] for group in ("many", "medium", "few")] == [2, 6, 2]
+    assert [shots[group]["train_images"] for group in ("many", "medium", "few")] == [232, 270, 29]
+    assert shots["imbalance_ratio"] == pytest.approx(131 / 13)
+    assert sum(shots[g]["test_images"] for g in ("many", "medium", "few")) == 450
+    overall = sum(shots[g]["top1"] * shots[g]["test_images"] for g in ("many", "medium", "few"))
+    assert overall / 450 == pytest.approx(data["best"]["top1"], abs=1.0)  # ~45 tests per class
+    run_cli(*args, "--data", "digits", "--json", tmp_path / "balanced.json")
+    balanced = json.loads((tmp_path / "balanced.json").read_text())
+    assert "shot_groups" not in balanced  # 131-137 training digits per class: not long-tailed
+    fingerprints = {d["inputs"]["train"]["dataset_fingerprint"] for d in (data, balanced)}
+    assert len(fingerprints) == 2
+    assert data["inputs"]["train"]["cache_file"] != balanced["inputs"]["train"]["cache_file"]
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("digits~lt0.5", "bad imbalance ratio"),
+    ("stl10:/nowhere~lt10", "mostly unlabelled"),
+    ("digits@100~lt50", "use a smaller R"),
+])  # fmt: skip
+def test_knn_bad_long_tail_spec_is_one_line_exit_2(digits_run, tmp_path, spec, message):
+    """A bad ratio, unlabelled data or a tail without images: exit 2, one line."""
+    result = run_cli("knn", "--checkpoint", digits_run / "checkpoint.pt", "--data", spec,
+                     "--cache-dir", tmp_path / "c", expect=2)  # fmt: skip
+    assert message in result.output and len(result.output.strip().splitlines()) == 1

@@ -79,3 +79,19 @@ def test_bad_input_is_one_line_exit_2(digits_run, args, message):
     result = run_cli("linear", "--checkpoint", digits_run / "checkpoint.pt", "--data", "digits",
                      *args, expect=2)  # fmt: skip
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_long_tail_adds_shot_groups(digits_run, tmp_path):
+    """features mode on digits~lt10: many/medium/few top-1 of the final epoch's probe."""
+    out = tmp_path / "linear.json"
+    result = run_cli("linear", "--checkpoint", digits_run / "checkpoint.pt", "--data",
+                     "digits~lt10", "--cache-dir", tmp_path / "cache", "--mode", "features",
+                     "--recipe", "mocov2", "--lr", "0.1", "--epochs", "3",
+                     "--json", out)  # fmt: skip
+    assert "few (<20)" in result.output  # the many/medium/few table
+    data = json.loads(out.read_text())
+    shots = data["shot_groups"]
+    assert shots["epoch"] == 3 and data["inputs"]["train"]["dataset"] == "digits~lt10"
+    assert [shots[group]["classes"] for group in ("many", "medium", "few")] == [2, 6, 2]
+    overall = sum(shots[g]["top1"] * shots[g]["test_images"] for g in ("many", "medium", "few"))
+    assert overall / 450 == pytest.approx(data["result"]["top1"], abs=1.0)

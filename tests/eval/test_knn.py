@@ -85,6 +85,25 @@ def test_chunking_gives_identical_results():
     assert whole.as_dict() == chunked.as_dict() == as_torch.as_dict()
 
 
+def test_predictions_per_k_match_top1_and_chunking():
+    """Every K's per-query predictions give its top-1; they do not depend on chunking."""
+    from sslkit.eval.knn import knn_vote, nearest_neighbours
+
+    gen = np.random.default_rng(1)
+    train, test = gen.normal(size=(50, 6)), gen.normal(size=(31, 6))
+    train_y, test_y = gen.integers(0, 4, size=50), gen.integers(0, 4, size=31)
+    result = knn_classify(train, train_y, test, test_y, ks=(1, 7, 20))
+    assert set(result.predictions) == {1, 7, 20}
+    for k, predicted in result.predictions.items():
+        assert predicted.shape == (31,) and predicted.dtype == np.int64
+        assert 100.0 * (predicted == test_y).mean() == pytest.approx(result.top1[k])
+    similarities, neighbours = nearest_neighbours(train, test, 20)
+    assert np.array_equal(result.predictions[1], train_y[neighbours[:, 0]])
+    small = knn_vote(similarities, neighbours, train_y, test_y, [1, 7, 20], 0.07, chunk=4)
+    assert all(np.array_equal(small.predictions[k], result.predictions[k]) for k in (1, 7, 20))
+    assert "predictions" not in result.as_dict() and small == result
+
+
 def test_best_k_and_as_dict():
     """best_k is the K with the highest top-1, the smallest one on ties."""
     result = KnnResult(top1={10: 50.0, 20: 70.0, 100: 70.0}, top5={10: 80.0, 20: 90.0, 100: 95.0},

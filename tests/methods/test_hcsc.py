@@ -338,7 +338,7 @@ def test_on_epoch_start_clusters_after_warmup():
     assert levels[-1].parents is None and levels[-1].parent_keep is None
     _assert_cache_fresh(method)
     # other ranks receive the broadcast into placeholders of the same shapes and dtypes
-    placeholders = method._broadcast(None, NUM_SAMPLES, torch.device("cpu"))
+    placeholders = method.broadcast_clustering(None, NUM_SAMPLES, torch.device("cpu"))
     for level, empty in zip(levels, placeholders, strict=True):
         for name in ("centroids", "density", "assignments", "parents"):
             ours, theirs = getattr(level, name), getattr(empty, name)
