@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from benchlib import random_batches, training_step_seconds
 
 from sslkit.data.base import DataInfo
 from sslkit.engine.distributed import DistEnv
@@ -66,16 +66,6 @@ def build(kind: str, queue: int, sizes: list[int], negatives: int):
     return method, optimizer
 
 
-def one_step(method, optimizer, batch: Batch, context: StepContext) -> float:
-    """Seconds of one training step (forward, backward, SGD step)."""
-    started = time.perf_counter()
-    loss = method(batch, context)["loss"]
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return time.perf_counter() - started
-
-
 def timed(methods: dict, batches: list[Batch], rounds: int, generator) -> dict[str, float]:
     """Median seconds per step of every method, steps interleaved (order rotating)."""
     context = StepContext(0, 0, 1, len(batches), 1.0, DistEnv(0, 1, 0, torch.device("cpu")),
@@ -88,7 +78,8 @@ def timed(methods: dict, batches: list[Batch], rounds: int, generator) -> dict[s
             for name in names[shift:] + names[:shift]:
                 method, optimizer = methods[name]
                 views = batch.views if name in ("moco+cld", "moco-2q") else batch.views[:2]
-                spent = one_step(method, optimizer, Batch(views, batch.indices), context)
+                step_batch = Batch(views, batch.indices)
+                spent = training_step_seconds(method, optimizer, step_batch, context)
                 if round_:
                     seconds[name].append(spent)
     return {name: float(np.median(values)) for name, values in seconds.items()}
@@ -102,12 +93,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     generator = torch.Generator().manual_seed(0)
-    batches = []
-    for _ in range(args.steps):
-        views = [torch.randn(args.batch_size, 3, 32, 32, generator=generator)
-                 .contiguous(memory_format=torch.channels_last) for _ in range(3)]  # fmt: skip
-        indices = torch.randint(0, INFO.num_samples, (args.batch_size,), generator=generator)
-        batches.append(Batch(views=views, indices=indices))
+    batches = random_batches(args.steps, args.batch_size, 3, INFO.num_samples, generator)
     results = []
     for queue, sizes, negatives in ((4096, [250, 500, 1000], 64),
                                     (16384, [25000, 50000, 100000], 16384)):  # fmt: skip

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from benchlib import random_batches, training_step_seconds
 
 from sslkit.cluster.kmeans import KMeansSettings, hierarchical_kmeans
 from sslkit.data.base import DataInfo
@@ -61,16 +60,6 @@ def make(method_cls, queue: int, sizes: list[int]):
     return method, optimizer
 
 
-def one_step(method, optimizer, batch: Batch, context: StepContext) -> float:
-    """Seconds of one training step (forward, backward, SGD step)."""
-    started = time.perf_counter()
-    loss = method(batch, context)["loss"]
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return time.perf_counter() - started
-
-
 def paired_steps(moco, moco_opt, hcsc, hcsc_opt, batches: list[Batch], generator):
     """Per-step seconds of MoCo and HCSC, interleaved step by step (order alternating).
 
@@ -82,11 +71,11 @@ def paired_steps(moco, moco_opt, hcsc, hcsc_opt, batches: list[Batch], generator
     moco_s, hcsc_s = [], []
     for step, batch in enumerate(batches):
         if step % 2:
-            hcsc_s.append(one_step(hcsc, hcsc_opt, batch, context))
-            moco_s.append(one_step(moco, moco_opt, batch, context))
+            hcsc_s.append(training_step_seconds(hcsc, hcsc_opt, batch, context))
+            moco_s.append(training_step_seconds(moco, moco_opt, batch, context))
         else:
-            moco_s.append(one_step(moco, moco_opt, batch, context))
-            hcsc_s.append(one_step(hcsc, hcsc_opt, batch, context))
+            moco_s.append(training_step_seconds(moco, moco_opt, batch, context))
+            hcsc_s.append(training_step_seconds(hcsc, hcsc_opt, batch, context))
     return moco_s, hcsc_s
 
 
@@ -98,12 +87,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     generator = torch.Generator().manual_seed(0)
-    batches = []
-    for _ in range(args.steps):
-        views = [torch.randn(args.batch_size, 3, 32, 32, generator=generator)
-                 .contiguous(memory_format=torch.channels_last) for _ in range(2)]  # fmt: skip
-        indices = torch.randint(0, INFO.num_samples, (args.batch_size,), generator=generator)
-        batches.append(Batch(views=[F.normalize(v, dim=1) for v in views], indices=indices))
+    batches = random_batches(args.steps, args.batch_size, 2, INFO.num_samples, generator)
     results = []
     for queue, sizes in ((4096, [100, 50, 20]), (16384, [3000, 2000, 1000])):
         moco, moco_opt = make(MoCo, queue, sizes)

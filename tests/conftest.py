@@ -15,6 +15,22 @@ QUICK_MOCO = ["--set", "method.queue_size=256", "--set", "train.checkpoint_every
               "--batch-size", "64", "--arch", "resnet18", "--no-progress"]  # fmt: skip
 
 
+def step_context(seed: int = 0, world_size: int = 1):
+    """A single-process CPU ``StepContext`` with a seeded generator (method unit tests)."""
+    from sslkit.engine.distributed import DistEnv
+    from sslkit.methods.base import StepContext
+
+    return StepContext(epoch=0, step=0, epochs=1, steps_per_epoch=1, lr_factor=1.0,
+                       dist=DistEnv(0, world_size, 0, torch.device("cpu")),
+                       generator=torch.Generator().manual_seed(seed))  # fmt: skip
+
+
+def epoch_records(workdir: Path) -> list[dict]:
+    """The per-epoch records of a run's ``metrics.jsonl``."""
+    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in lines if r["kind"] == "epoch"]
+
+
 def run_cli(*args: str, expect: int | None = 0):
     """Invoke the sslkit CLI in-process; assert the exit code unless ``expect`` is None."""
     result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)

@@ -7,7 +7,7 @@ import json
 import h5py
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import epoch_records, run_cli
 
 QUICK_HCSC = ["--data", "digits@512", "--batch-size", "64", "--no-progress",
               "--set", "method.queue_size=256", "--set", "method.num_clusters=[32,16,8]",
@@ -15,16 +15,11 @@ QUICK_HCSC = ["--data", "digits@512", "--batch-size", "64", "--no-progress",
               "--set", "train.checkpoint_every=1"]  # fmt: skip
 
 
-def _epochs(workdir) -> list[dict]:
-    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in lines if r["kind"] == "epoch"]
-
-
 def test_hcsc_trains_resumes_and_clusters(tmp_path):
     """Warm-up epoch is plain MoCo, later epochs add prototypes; --resume keeps the clustering."""
     workdir = tmp_path / "run"
     run_cli("pretrain", "--method", "hcsc", "--epochs", "2", "--workdir", workdir, *QUICK_HCSC)
-    epochs = _epochs(workdir)
+    epochs = epoch_records(workdir)
     assert "loss/prototype" not in epochs[0] and "loss/prototype" in epochs[1]
     state = torch.load(workdir / "checkpoint.pt", weights_only=True)["method_state"]
     extra = state["_extra_state"]
@@ -32,7 +27,7 @@ def test_hcsc_trains_resumes_and_clusters(tmp_path):
     assert torch.equal(extra["assignments_1"], extra["parents_0"][extra["assignments_0"]])
     run_cli("pretrain", "--method", "hcsc", "--epochs", "3", "--workdir", workdir, "--resume",
             *QUICK_HCSC)  # fmt: skip
-    assert [e["epoch"] for e in _epochs(workdir)] == [1, 2, 3]
+    assert [e["epoch"] for e in epoch_records(workdir)] == [1, 2, 3]
 
     features = tmp_path / "head.h5"
     run_cli("extract", "--checkpoint", workdir / "checkpoint.pt", "--data", "digits",

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
-from sslkit.engine.distributed import DistEnv
 from sslkit.errors import BadInput
 from sslkit.methods.addons import compose
 from sslkit.methods.base import Batch, Method, StepContext
@@ -17,6 +16,7 @@ from sslkit.methods.cld import CLD, batch_kmeans, cld_loss
 from sslkit.methods.moco import MoCo
 from sslkit.methods.registry import get_method
 from sslkit.models.backbones import build_backbone
+from tests.conftest import step_context
 
 SIDE = 16
 INFO = DataInfo("toy", num_classes=2, image_size=SIDE, channels=3, mean=(0.5,) * 3,
@@ -78,9 +78,7 @@ def _moco_cld(**overrides):
 
 
 def _ctx() -> StepContext:
-    return StepContext(epoch=0, step=0, epochs=1, steps_per_epoch=1, lr_factor=1.0,
-                       dist=DistEnv(0, 1, 0, torch.device("cpu")),
-                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+    return step_context()
 
 
 def _batch(views: int = 3) -> Batch:

@@ -23,6 +23,7 @@ from sslkit.nn.prototypes import (
     instance_keep_thresholds,
     log_normalizer,
 )
+from tests.conftest import step_context
 
 BATCH = 4
 SIDE = 16
@@ -50,9 +51,7 @@ def _method(**overrides) -> HCSC:
 
 
 def _ctx(seed: int = 0) -> StepContext:
-    return StepContext(epoch=0, step=0, epochs=1, steps_per_epoch=1, lr_factor=1.0,
-                       dist=DistEnv(0, 1, 0, torch.device("cpu")),
-                       generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    return step_context(seed)
 
 
 def _batch(multi_crop: bool = False) -> Batch:

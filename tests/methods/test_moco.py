@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
-from sslkit.engine.distributed import DistEnv
 from sslkit.methods.base import Batch, StepContext
 from sslkit.methods.moco import MoCo
 from sslkit.models.backbones import build_backbone
 from sslkit.nn.losses import info_nce
 from sslkit.nn.split_bn import SplitBatchNorm2d
+from tests.conftest import step_context
 
 BATCH = 4
 SIDE = 16  # the ImageNet stem reaches 1x1 in layer3: the cheapest valid input
@@ -33,9 +33,7 @@ def _method(**overrides) -> MoCo:
 
 
 def _ctx(world_size: int = 1, seed: int = 0) -> StepContext:
-    return StepContext(epoch=0, step=0, epochs=1, steps_per_epoch=1, lr_factor=1.0,
-                       dist=DistEnv(0, world_size, 0, torch.device("cpu")),
-                       generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    return step_context(seed, world_size)
 
 
 def _batch(same_views: bool = False) -> Batch:

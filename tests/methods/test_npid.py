@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
-from sslkit.engine.distributed import DistEnv
 from sslkit.errors import BadInput
 from sslkit.methods import npid as npid_module
 from sslkit.methods.base import Batch, StepContext
@@ -25,6 +24,7 @@ from sslkit.methods.registry import get_method
 from sslkit.models.backbones import build_backbone
 from sslkit.nn import memory_bank as bank_module
 from sslkit.nn.memory_bank import MemoryBank, uniform_init_bound
+from tests.conftest import step_context
 
 BATCH = 4
 SIDE = 16  # the ImageNet stem reaches 1x1 in layer3: the cheapest valid input
@@ -42,9 +42,7 @@ def _method(info: DataInfo = INFO, **overrides) -> NPID:
 
 
 def _ctx(seed: int = 0) -> StepContext:
-    return StepContext(epoch=0, step=0, epochs=1, steps_per_epoch=1, lr_factor=1.0,
-                       dist=DistEnv(0, 1, 0, torch.device("cpu")),
-                       generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    return step_context(seed)
 
 
 def _batch(views: int = 1) -> Batch:

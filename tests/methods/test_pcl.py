@@ -15,6 +15,7 @@ from sslkit.methods.pcl import PCL, batch_columns_loss, sample_negative_prototyp
 from sslkit.methods.prototypical import Prototypes
 from sslkit.models.backbones import build_backbone
 from sslkit.nn.losses import info_nce
+from tests.conftest import step_context
 
 BATCH = 4
 SIDE = 16
@@ -40,9 +41,7 @@ def _method(**overrides) -> PCL:
 
 
 def _ctx(seed: int = 0) -> StepContext:
-    return StepContext(epoch=0, step=0, epochs=1, steps_per_epoch=1, lr_factor=1.0,
-                       dist=DistEnv(0, 1, 0, torch.device("cpu")),
-                       generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    return step_context(seed)
 
 
 def _batch() -> Batch:
