@@ -37,6 +37,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "log_every": 10,
     "plot_curves": True,  # redraw WORKDIR/curves.png at every checkpoint (needs matplotlib)
     "tensorboard": False,  # also write the metrics to WORKDIR/tensorboard/ (needs tensorboard)
+    "knn_monitor_every": 0,  # kNN top-1 (test vs train split) every N epochs; 0 = off
+    "knn_monitor_k": 200,
+    "knn_monitor_temperature": 0.07,
     "num_workers": 0,
     "amp": True,  # mixed precision, used on CUDA only
     "channels_last": True,

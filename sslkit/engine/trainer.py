@@ -30,6 +30,7 @@ from sslkit.engine.checkpointing import (
     write_training_checkpoint,
 )
 from sslkit.engine.logging import MetricsLog, TrainingProgress, require_tensorboard
+from sslkit.engine.monitor import KnnMonitor
 from sslkit.engine.optim import apply_lr, build_optimizer, lr_factor, scaled_lr
 from sslkit.engine.plots import TrainingCurves
 from sslkit.errors import BadInput
@@ -92,6 +93,7 @@ class Trainer:
         self.view_spec = self.method.views(config["augment"])
         eval_size = config["augment"].get("size") or info.image_size
         self.eval_transform = EvalTransform(eval_size, info.mean, info.std)
+        self.monitor = self._knn_monitor(config)
         self.base_lr = scaled_lr(self.train)
         self.optimizer = build_optimizer(self.method.param_groups(), self.train, self.base_lr)
         self.use_amp = bool(self.train["amp"]) and device.type == "cuda"
@@ -107,6 +109,17 @@ class Trainer:
                 broadcast_buffers=False,
             )
         self.steps_per_epoch = len(self._batches(0))
+
+    def _knn_monitor(self, config: dict[str, Any]) -> KnnMonitor | None:
+        """The kNN monitor when ``train.knn_monitor_every`` > 0 (loads the test split)."""
+        every = int(self.train["knn_monitor_every"])
+        if every <= 0:
+            return None
+        test = load_split(config["data"]["spec"], "test", download=config["data"]["download"],
+                          image_size=config["data"]["image_size"])  # fmt: skip
+        return KnnMonitor(self.dataset, test, self.eval_transform, every,
+                          int(self.train["knn_monitor_k"]),
+                          float(self.train["knn_monitor_temperature"]))  # fmt: skip
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.method.load_state_dict(state["method_state"])
@@ -146,6 +159,9 @@ class Trainer:
                 last, seen = self._train_epoch(log, progress)
                 images_seen += seen
                 self.epoch += 1
+                if self.monitor is not None and self.monitor.due(self.epoch, epochs):
+                    last = {**last, **self.monitor.measure(self.method.encoder(),
+                                                           self.dist.device)}  # fmt: skip
                 log.write({"kind": "epoch", "epoch": self.epoch, "step": self.step, **last})
                 if self.epoch % self.train["checkpoint_every"] == 0 or self.epoch == epochs:
                     self._save()
