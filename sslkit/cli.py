@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "linear": "sslkit.commands.linear:linear",
     "semisup": "sslkit.commands.semisup:semisup",
     "transfer": "sslkit.commands.transfer:transfer",
+    "detect": "sslkit.commands.detect:detect",
 }
 DEBUG_KEY = "sslkit.debug"
 
