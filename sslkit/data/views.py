@@ -46,6 +46,7 @@ class Photometric:
     blur_prob: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     erase_prob: float = 0.0
+    solarize_prob: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def view_spec_from_config(augment: dict, info: DataInfo, count: int) -> ViewSpec
         blur_prob=augment["blur_prob"],
         blur_sigma=(augment["blur_sigma"][0] * sigma_scale, augment["blur_sigma"][1] * sigma_scale),
         erase_prob=augment.get("erase_prob", 0.0),
+        solarize_prob=augment.get("solarize_prob", 0.0),
     )
     return ViewSpec((crop,) * count, (photo,) * count, info.mean, info.std)
 
@@ -239,6 +241,13 @@ def gaussian_blur(images: torch.Tensor, p: Photometric, gen: torch.Generator) ->
     return torch.where(apply, flat.view(n, c, h, w), images)
 
 
+def random_solarize(images: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
+    """Invert the pixels at or above 0.5 (PIL's ``solarize(threshold=128)``) of a random subset."""
+    n = images.shape[0]
+    apply = (torch.rand(n, generator=gen, device=images.device) < prob).view(n, 1, 1, 1)
+    return torch.where(apply & (images >= 0.5), 1.0 - images, images)
+
+
 def random_erasing(images: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
     """Erase one random rectangle (2-33 % of the area, ratio 0.3-3.3) per chosen image."""
     n, _, h, w = images.shape
@@ -275,6 +284,8 @@ def make_view(
         view = random_grayscale(view, photo.grayscale_prob, gen)
     if photo.blur_prob > 0:
         view = gaussian_blur(view, photo, gen)
+    if photo.solarize_prob > 0:
+        view = random_solarize(view, photo.solarize_prob, gen)
     view = normalize(view, mean, std)
     if photo.erase_prob > 0:
         view = random_erasing(view, photo.erase_prob, gen)

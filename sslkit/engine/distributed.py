@@ -120,6 +120,23 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return out / dist.get_world_size()
 
 
+def all_reduce_gradients(parameters, dist_env: DistEnv) -> None:
+    """Average the gradients of ``parameters`` over the processes (what DDP does for the
+    parameters it manages; for those a method trains with its own optimiser)."""
+    if not dist_env.distributed:
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist_env.world_size
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset: offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+
+
 @torch.no_grad()
 def shuffle_across_ranks(
     images: torch.Tensor, generator: torch.Generator | None = None

@@ -52,7 +52,10 @@ class LARS(torch.optim.Optimizer):
 
 
 def build_optimizer(groups: list[dict[str, Any]], train: dict[str, Any], lr: float):
-    """SGD or LARS over the method's parameter groups, each remembering its base lr."""
+    """SGD or LARS over the method's parameter groups, each remembering its base lr.
+
+    A group may set ``lr_scale``, ``fixed_lr``, ``weight_decay`` and ``momentum``.
+    """
     torch_groups = []
     for group in groups:
         scale = float(group.get("lr_scale", 1.0))
@@ -62,6 +65,7 @@ def build_optimizer(groups: list[dict[str, Any]], train: dict[str, Any], lr: flo
             "base_lr": lr * scale,
             "fixed_lr": bool(group.get("fixed_lr", False)),
             "weight_decay": float(group.get("weight_decay", train["weight_decay"])),
+            "momentum": float(group.get("momentum", train["momentum"])),
         })  # fmt: skip
     name = train["optimizer"]
     if name == "sgd":

@@ -87,6 +87,9 @@ class Trainer:
         backbone = build_backbone(config["model"]["arch"])
         self.method = method_cls(method_config(method_cls, config["method"]), backbone, info)
         self.method.to(device)
+        if self.dist.distributed and self.method.sync_batchnorm and device.type == "cuda":
+            # (nn.SyncBatchNorm has no CPU kernel: CPU processes keep per-process BN)
+            self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         self.channels_last = bool(self.train["channels_last"])
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
@@ -103,6 +106,10 @@ class Trainer:
             self._restore(self.resume_state)
         self.model = self.method
         if self.dist.distributed:
+            ignored = self.method.ddp_ignored_parameters()
+            if ignored:  # trained and synchronised by the method's own optimisers
+                torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                    self.method, ignored)  # fmt: skip
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.method,
                 device_ids=[device.index] if device.type == "cuda" else None,
@@ -201,7 +208,7 @@ class Trainer:
             factor = lr_factor(self.train, epoch_position)
             apply_lr(self.optimizer, factor)
             ctx = StepContext(self.epoch, self.step, self.train["epochs"], len(batches),
-                              factor, self.dist, generator)  # fmt: skip
+                              factor, self.dist, generator, lr=self.base_lr * factor)  # fmt: skip
             batch = self._to_batch(images, indices, generator)
             inner = self.method.inner_step(batch, ctx)
             with autocast:

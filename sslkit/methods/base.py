@@ -50,6 +50,7 @@ class StepContext:
     lr_factor: float
     dist: DistEnv
     generator: torch.Generator
+    lr: float = 0.0  # the main optimiser's lr at this step (base lr x lr_factor)
 
 
 @dataclass
@@ -78,6 +79,7 @@ COMMON_AUGMENT: dict[str, Any] = {
     "blur_prob": 0.5,
     "blur_sigma": [0.1, 2.0],  # pixels at 224 px; scaled to the crop size
     "erase_prob": 0.0,
+    "solarize_prob": 0.0,
 }
 
 
@@ -88,6 +90,7 @@ class Method(nn.Module):
     description: ClassVar[str] = ""
     default_train: ClassVar[dict[str, Any]] = {}
     default_augment: ClassVar[dict[str, Any]] = COMMON_AUGMENT
+    sync_batchnorm: ClassVar[bool] = False  # SyncBatchNorm across CUDA processes (SimSiam)
 
     @dataclass
     class Config:
@@ -133,6 +136,28 @@ class Method(nn.Module):
         """How many views per step go through :attr:`backbone` with gradient (add-ons such
         as CLD read the first two of those representations)."""
         return 1
+
+    def local_views(self) -> int:
+        """How many of the views are local (small) crops; they come last in ``batch.views``
+        and are computed last (LoGo reads them)."""
+        return 0
+
+    def embedding_head(self) -> nn.Module | None:
+        """The module mapping the backbone feature to the embedding that :meth:`embed`
+        normalises (add-ons may read its outputs); ``None`` when there is none."""
+        return None
+
+    def embedding_dim(self) -> int:
+        """Dimension of :meth:`embed`'s output."""
+        return int(self.backbone.feature_dim)
+
+    def update_target(self, ctx: StepContext) -> None:
+        """Optional: one momentum (EMA) update of the method's target networks, if any."""
+
+    def ddp_ignored_parameters(self) -> list[str]:
+        """Names of parameters DistributedDataParallel must leave alone (trained by the
+        method's own optimisers, which synchronise them themselves)."""
+        return []
 
     def encoder(self) -> nn.Module:
         """The backbone that is exported and evaluated (the online/query encoder)."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sslkit.methods.addons import AddOn
+from sslkit.methods.addons import AddOn, Recorded
 from sslkit.methods.base import Batch, StepContext, hp
 from sslkit.nn.heads import build_head
 
@@ -92,10 +92,11 @@ class CLD(AddOn):
         self.group_head = build_head(config.head, self.feature_dim, config.dim)
         self._warned = False
 
-    def terms(self, representations: list[torch.Tensor], batch: Batch,
+    def terms(self, recorded: Recorded, batch: Batch,
               ctx: StepContext) -> dict[str, torch.Tensor]:  # fmt: skip
         """``{"cld": L_CLD}`` of the first two online views."""
-        first, second = (F.normalize(self.group_head(h), dim=1) for h in representations[:2])
+        first, second = (F.normalize(self.group_head(h), dim=1)
+                         for h in recorded.representations[:2])  # fmt: skip
         if self.config.groups >= len(first) and not self._warned:
             warnings.warn(f"cld: {self.config.groups} groups for a local batch of {len(first)}: "
                           "every image is its own group (as in CLD's ImageNet script); lower "

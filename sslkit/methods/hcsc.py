@@ -37,7 +37,6 @@ from sslkit.errors import BadInput
 from sslkit.methods.base import Batch, StepContext, hp
 from sslkit.methods.prototypical import Prototypes, PrototypicalMoCo, clustering_from_levels
 from sslkit.nn.losses import MASK_MODES, info_nce
-from sslkit.nn.momentum import momentum_update
 from sslkit.nn.prototypes import (
     KEEP_SCALE,
     bernoulli_mask,
@@ -172,7 +171,7 @@ class HCSC(PrototypicalMoCo):
         queued, as MoCo's symmetric loss does.
         """
         config = self.config
-        momentum_update(self.online, self.target, config.momentum)
+        self.update_target(ctx)
         queue = self.queue.keys.clone()  # before this step's push
         queue_log_norm = self.queue_log_norm.clone()
         directions = [(0, 1), (1, 0)] if config.symmetric else [(0, 1)]
@@ -320,6 +319,9 @@ def _check_config(config: HCSC.Config, info: DataInfo) -> None:
     if config.queries != 1:
         raise BadInput("hcsc: method.queries must be 1 (extra queries are the local crops: "
                        "method.multi_crop)")  # fmt: skip
+    if config.crop_pairs != "local_to_global":
+        raise BadInput("hcsc: method.crop_pairs must be local_to_global (HCSC's local crops "
+                       "are queries of the second global crop's key)")  # fmt: skip
     if config.symmetric and config.multi_crop:
         raise BadInput("hcsc: method.symmetric with multi_crop is not supported (the local "
                        "crops already add queries): set one of them to false")  # fmt: skip

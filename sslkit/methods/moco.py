@@ -2,6 +2,9 @@
 
 Specification: ``shared/methods/moco.md``. v1 is the same class with ``mlp=False`` and
 T=0.07; the CIFAR Colab variant is ``symmetric=True`` with ``bn_splits=8``.
+``multi_crop=True`` adds local crops (:mod:`sslkit.methods.multicrop`): the loss is the
+mean InfoNCE over the directed crop pairs and only the global crops' keys are queued
+(MoCo-LoGo's main step, ``logo.md`` §4.2 C).
 """
 
 from __future__ import annotations
@@ -21,6 +24,13 @@ from sslkit.engine.distributed import (
 )
 from sslkit.errors import BadInput
 from sslkit.methods.base import Batch, Method, StepContext, hp
+from sslkit.methods.multicrop import (
+    MultiCropConfig,
+    check_multi_crop,
+    crop_pairs,
+    multi_crop_views,
+    pair_term_means,
+)
 from sslkit.nn.heads import EncoderWithHead, build_head
 from sslkit.nn.losses import info_nce
 from sslkit.nn.momentum import momentum_copy, momentum_update
@@ -36,7 +46,7 @@ class MoCo(Method):
     default_train = {"lr": 0.03, "weight_decay": 1e-4, "momentum": 0.9, "schedule": "cosine"}
 
     @dataclass
-    class Config:
+    class Config(MultiCropConfig):
         """MoCo hyper-parameters (defaults: the ImageNet MoCo v2 recipe)."""
 
         dim: int = hp(128, "output dimension of the projection head")
@@ -63,17 +73,40 @@ class MoCo(Method):
         self.online = EncoderWithHead(backbone, head)
         self.target = momentum_copy(self.online)
         self.queue = KeyQueue(config.queue_size, config.dim)
-        if config.queries < 1 or (config.queries > 1 and config.symmetric):
+        if config.queries < 1 or (config.queries > 1 and (config.symmetric or config.multi_crop)):
             raise BadInput(f"{self.name}: method.queries must be >= 1, and 1 with "
-                           "method.symmetric")  # fmt: skip
+                           "method.symmetric or method.multi_crop")  # fmt: skip
+        check_multi_crop(self.name, config)
 
     def views(self, augment: dict[str, Any]) -> ViewSpec:
-        """``queries`` query views then the key view (two views by default)."""
+        """``queries`` query views then the key view (two views by default); with
+        ``multi_crop`` two global crops then the local crops."""
+        if self.config.multi_crop:
+            return multi_crop_views(augment, self.data_info, self.config.local_crops)
         return view_spec_from_config(augment, self.data_info, count=self.config.queries + 1)
 
     def online_views(self) -> int:
         """Query views through the online encoder per step (two with ``symmetric``)."""
+        if self.config.multi_crop:
+            return 2 + len(self.config.local_crops)
         return 2 if self.config.symmetric else self.config.queries
+
+    def local_views(self) -> int:
+        """The local crops (``multi_crop``), last in the batch."""
+        return len(self.config.local_crops) if self.config.multi_crop else 0
+
+    def embedding_head(self) -> torch.nn.Module:
+        """The query encoder's projection head."""
+        return self.online.head
+
+    def embedding_dim(self) -> int:
+        """The projection's output dimension."""
+        return int(self.config.dim)
+
+    @torch.no_grad()
+    def update_target(self, ctx: StepContext) -> None:
+        """One momentum update of the key encoder."""
+        momentum_update(self.online, self.target, self.config.momentum)
 
     @torch.no_grad()
     def keys(self, images: torch.Tensor, ctx: StepContext) -> torch.Tensor:
@@ -90,7 +123,9 @@ class MoCo(Method):
         With ``queries`` > 1 the first views are all queries of the last view's key and the
         loss is their mean (CLD's MoCo base); the queue gets the key once.
         """
-        momentum_update(self.online, self.target, self.config.momentum)
+        if self.config.multi_crop:
+            return self._multi_crop_step(batch, ctx)
+        self.update_target(ctx)
         negatives = self.queue.keys.clone()  # snapshot before this step's push
         if self.config.queries > 1:
             *query_views, key_view = batch.views
@@ -114,6 +149,26 @@ class MoCo(Method):
             new_ids = torch.cat([batch.indices, batch.indices])
         self.queue.push(all_gather_concat(new_keys), all_gather_concat(new_ids))
         return {"loss": loss, "loss/instance": loss.detach()}
+
+    def _multi_crop_step(self, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """Mean InfoNCE over the directed crop pairs; the global crops' keys are queued.
+
+        Each crop batch goes through the encoders on its own (BatchNorm statistics per
+        crop type, as in LoGo's code); keys are computed only for crops that are targets.
+        """
+        self.update_target(ctx)
+        negatives = self.queue.keys.clone()
+        queries = [F.normalize(self.online(view), dim=1) for view in batch.views]
+        pairs = crop_pairs(len(batch.views), self.config.crop_pairs)
+        keys = {t: self.keys(batch.views[t], ctx) for t in sorted({t for _, t in pairs})}
+        temperature = self.config.temperature
+        terms = [info_nce(queries[q], keys[t], negatives, temperature) for q, t in pairs]
+        loss = torch.stack(terms).mean()
+        self.queue.push(all_gather_concat(torch.cat([keys[0], keys[1]])),
+                        all_gather_concat(torch.cat([batch.indices, batch.indices])))  # fmt: skip
+        means = pair_term_means(pairs, [term.detach() for term in terms])
+        return {"loss": loss, "loss/instance": loss.detach(),
+                **{f"loss/{name}": value for name, value in means.items()}}  # fmt: skip
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The query encoder's normalised projection (``--layer head``)."""

@@ -34,7 +34,6 @@ from sslkit.errors import BadInput
 from sslkit.methods.base import Batch, StepContext, hp
 from sslkit.methods.prototypical import Prototypes, PrototypicalMoCo, clustering_from_levels
 from sslkit.nn.losses import info_nce
-from sslkit.nn.momentum import momentum_update
 from sslkit.nn.prototypes import negative_prototype_ids, prototype_loss
 
 PROTO_LAYOUTS = ("batch_columns", "own_positive")
@@ -106,7 +105,7 @@ class PCL(PrototypicalMoCo):
     def training_step(self, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         """InfoNCE against the queue plus the mean prototype term (after the warm-up)."""
         config = self.config
-        momentum_update(self.online, self.target, config.momentum)
+        self.update_target(ctx)
         queue = self.queue.keys.clone()  # before this step's push
         query = F.normalize(self.online(batch.views[0]), dim=1)
         key = self.keys(batch.views[1], ctx)
@@ -144,6 +143,6 @@ def _check_config(config: PCL.Config, info: DataInfo) -> None:
                        "(and at most k minus the batch size): lower it")  # fmt: skip
     if config.proto_layout not in PROTO_LAYOUTS:
         raise BadInput(f"pcl: method.proto_layout must be one of {', '.join(PROTO_LAYOUTS)}")
-    if config.symmetric or config.queries != 1:
-        raise BadInput("pcl: method.symmetric and method.queries > 1 are not part of PCL: "
-                       "use the defaults (false, 1)")  # fmt: skip
+    if config.symmetric or config.queries != 1 or config.multi_crop:
+        raise BadInput("pcl: method.symmetric, method.multi_crop and method.queries > 1 are "
+                       "not part of PCL: use the defaults (false, false, 1)")  # fmt: skip

@@ -39,6 +39,34 @@ def _hidden_layers(in_dim: int, hidden_dim: int, batch_norm: bool) -> list[nn.Mo
     return [nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True)]
 
 
+def mlp_head(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, last_bn: bool = False,
+             last_bn_affine: bool = True, last_bias: bool = True) -> nn.Sequential:  # fmt: skip
+    """``layers`` linears with ``BatchNorm1d -> ReLU`` after every hidden one.
+
+    Hidden linears carry no bias (a BatchNorm follows). ``last_bn`` adds a BatchNorm after
+    the output linear (``last_bn_affine=False``: without scale and shift). The heads of
+    the non-contrastive and classification methods:
+
+    * SimSiam projector ``mlp_head(d, d, 2048, layers=3, last_bn=True,
+      last_bn_affine=False)`` and predictor ``mlp_head(2048, 512, 2048)``;
+    * BYOL projector and predictor ``mlp_head(d, 4096, 256)``;
+    * ConIC (SimCLR's head) ``mlp_head(d, 2048, 128, last_bn=True, last_bias=False)``.
+
+    Input ``B x in_dim``, output ``B x out_dim``.
+    """
+    if layers < 2:
+        raise BadInput(f"an MLP head needs at least 2 layers, got {layers}")
+    modules: list[nn.Module] = []
+    width = in_dim
+    for _ in range(layers - 1):
+        modules += _hidden_layers(width, hidden_dim, batch_norm=True)
+        width = hidden_dim
+    modules.append(nn.Linear(width, out_dim, bias=last_bias))
+    if last_bn:
+        modules.append(nn.BatchNorm1d(out_dim, affine=last_bn_affine))
+    return nn.Sequential(*modules)
+
+
 class NormLinear(nn.Module):
     """Cosine-similarity layer (CLD, Wang et al. 2021): ``y_t = ⟨h/‖h‖, w_t/‖w_t‖⟩``.
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
 from sslkit.errors import BadInput
-from sslkit.methods.addons import compose
+from sslkit.methods.addons import Recorded, compose
 from sslkit.methods.base import Batch, Method, StepContext
 from sslkit.methods.cld import CLD, batch_kmeans, cld_loss
 from sslkit.methods.moco import MoCo
@@ -111,7 +111,8 @@ def test_cld_gradient_reaches_backbone_and_group_head_but_not_the_instance_head(
     method = _moco_cld()
     views = _batch().views[:2]
     representations = [method.backbone(v) for v in views]
-    method.addons["cld"].terms(representations, _batch(), _ctx())["cld"].backward()
+    recorded = Recorded(representations=representations)
+    method.addons["cld"].terms(recorded, _batch(), _ctx())["cld"].backward()
     assert all(p.grad is None for p in method.online.head.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0
                for p in method.addons["cld"].group_head.parameters())  # fmt: skip
