@@ -27,19 +27,21 @@ from tests.conftest import run_cli
 
 SUBSET = "fashion-mnist@10000"
 ARCH = "resnet18-w32"
-# kNN top-1 points over random init (70.02); measured gains in the comments
+# kNN top-1 points over random init (70.02): about half the gain measured on this
+# machine (BENCHMARKS.md, "Learning tests"), so thread-count or BLAS differences between
+# machines do not flip a test, while a broken loss (gain ~0) still fails it.
 KNN_MARGIN = {
-    "moco": 1.5,
-    "hcsc": 1.5,
-    "pcl": 1.5,
-    "npid": 1.0,
-    "moco+cld": 1.5,
-    "npid+cld": 1.0,
-    "simsiam": 1.0,
-    "byol": 1.0,
-    "moco+logo": 1.0,
-    "simsiam+logo": 1.0,
-    "conic": 1.0,
+    "moco": 1.5,  # measured +3.13
+    "hcsc": 1.5,  # +2.78
+    "pcl": 1.3,  # +2.58
+    "npid": 0.5,  # +1.16
+    "moco+cld": 1.5,  # +3.42
+    "npid+cld": 1.5,  # +3.12
+    "simsiam": 1.0,  # +2.31
+    "byol": 1.2,  # +2.69
+    "moco+logo": 1.5,  # +3.26
+    "simsiam+logo": 2.5,  # +5.18
+    "conic": 1.0,  # +2.33
 }
 AMI_MARGIN = 0.02
 LINEAR_MARGIN = 2.0
