@@ -134,7 +134,8 @@ def method_defaults(method_cls: type) -> dict[str, Any]:
         "train": copy.deepcopy({**TRAIN_DEFAULTS, **method_cls.default_train}),
         "augment": copy.deepcopy(method_cls.default_augment),
         "model": {"arch": None},
-        "data": {"spec": "digits", "download": False, "image_size": None},
+        "data": {"spec": "digits", "download": False, "image_size": None,
+                 "skip_bad_images": False},
     }
 
 

@@ -8,7 +8,8 @@ import click
 
 from sslkit.cli import debug_option
 
-__all__ = ["debug_option", "device_option", "json_option", "seed_option", "print_table"]
+__all__ = ["debug_option", "device_option", "json_option", "seed_option", "print_table",
+           "skip_bad_images_option", "report_skipped"]
 
 device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -19,6 +20,18 @@ json_option = click.option(
     "--json", "json_path", type=str, default=None, metavar="PATH",
     help="Also write the results as JSON to PATH ('-' for stdout).",
 )  # fmt: skip
+
+skip_bad_images_option = click.option(
+    "--skip-bad-images", is_flag=True,
+    help="Leave out image-folder files that do not decode (each is decoded once up front) "
+         "and report how many, instead of stopping at the first.",
+)  # fmt: skip
+
+
+def report_skipped(skipped: list[str] | tuple[str, ...]) -> None:
+    """One stderr line on the images ``--skip-bad-images`` left out (nothing when none)."""
+    if skipped:
+        click.echo(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}", err=True)
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]], to_stderr: bool) -> None:

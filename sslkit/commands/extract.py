@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from sslkit.commands.common import debug_option, device_option, json_option
+from sslkit.commands.common import (
+    debug_option,
+    device_option,
+    json_option,
+    report_skipped,
+    skip_bad_images_option,
+)
 
 
 @click.command()
@@ -24,34 +30,49 @@ from sslkit.commands.common import debug_option, device_option, json_option
 @click.option("--half", is_flag=True, help="Store float16 features (half the size).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
+@skip_bad_images_option
 @device_option
 @json_option
 @debug_option
 def extract(checkpoint, data_spec, split, layer, out_path, arch, batch_size, num_workers, half,
-            force, download, device, json_path) -> None:  # fmt: skip
+            force, download, skip_bad_images, device, json_path) -> None:  # fmt: skip
     """Embed every image of a split and write features, labels and indices to HDF5.
+
+    Features stream to the file batch by batch (memory stays at one batch whatever the
+    dataset size); under torchrun every process embeds its share and rank 0 assembles
+    the file in dataset order.
 
     \b
     Example:
       sslkit extract --checkpoint runs/moco-digits/checkpoint.pt --data digits \\
           --split test --out test.h5
+      torchrun --nproc-per-node 4 -m sslkit extract --checkpoint C --data SPEC --out F.h5
     """
-    from sslkit.engine.distributed import choose_device
+    from sslkit.engine import distributed
     from sslkit.errors import BadInput
     from sslkit.features.extract import load_feature_network
-    from sslkit.features.service import compute_features, load_dataset
-    from sslkit.features.store import write_features
+    from sslkit.features.service import load_dataset
+    from sslkit.features.streaming import write_dataset_features
     from sslkit.utils.jsonout import write_json
 
     out = Path(out_path)
     if out.exists() and not force:
         raise BadInput(f"{out} exists: pass --force to overwrite it")
     network = load_feature_network(checkpoint, layer, arch)
-    dataset = load_dataset(data_spec, split, network, download)
-    features = compute_features(network, dataset, choose_device(device), batch_size, num_workers)
-    write_features(out, features, half=half)
-    result = {"out": str(out), "rows": len(features), "dim": features.dim,
-              **features.attrs}  # fmt: skip
+    dataset = load_dataset(data_spec, split, network, download, skip_bad_images)
+    env = distributed.setup(device)
+    try:
+        written = write_dataset_features(network, dataset, env, out, batch_size=batch_size,
+                                         num_workers=num_workers, half=half)  # fmt: skip
+    finally:
+        distributed.teardown()
+    if not env.is_main:
+        return
+    result = {"out": str(out), "rows": written["rows"], "dim": written["dim"],
+              "skipped_images": list(dataset.skipped_images), "processes": env.world_size,
+              **written["attrs"]}  # fmt: skip
+    report_skipped(dataset.skipped_images)
     if json_path != "-":
-        click.echo(f"wrote {len(features)} x {features.dim} {layer} features to {out}", err=True)
+        click.echo(f"wrote {written['rows']} x {written['dim']} {layer} features to {out}",
+                   err=True)  # fmt: skip
     write_json(result, json_path)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from sslkit.commands.common import debug_option, device_option, json_option
+from sslkit.commands.common import (
+    debug_option,
+    device_option,
+    json_option,
+    report_skipped,
+    skip_bad_images_option,
+)
 
 
 def parse_ks(_ctx, _param, value: str) -> list[int]:
@@ -40,6 +46,7 @@ def parse_ks(_ctx, _param, value: str) -> list[int]:
 @click.option("--no-cache", is_flag=True, help="Always re-extract (and do not store).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
+@skip_bad_images_option
 @click.option("--unsupervised-score", is_flag=True,
               help="Also CLD's label-free score NMI(f,f')*R(f,f') on two augmented views of "
                    "training images (needs --checkpoint and --data).")
@@ -53,8 +60,8 @@ def parse_ks(_ctx, _param, value: str) -> list[int]:
 @json_option
 @debug_option
 def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperature, cache_dir,
-        no_cache, batch_size, download, unsupervised_score, score_images, score_clusters, seed,
-        device, json_path) -> None:  # fmt: skip
+        no_cache, batch_size, download, skip_bad_images, unsupervised_score, score_images,
+        score_clusters, seed, device, json_path) -> None:  # fmt: skip
     """Weighted kNN classification (cosine similarity, exp(s/T) votes), top-1 and top-5.
 
     When the training split is long-tailed (largest class >= 2x the smallest), the
@@ -94,7 +101,10 @@ def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperatu
         if not (checkpoint and data_spec):
             raise BadInput("both --checkpoint and --data are needed")
         train, test, sources = _from_checkpoint(checkpoint, data_spec, layer, arch, cache_dir,
-                                                no_cache, batch_size, download, torch_device)
+                                                no_cache, batch_size, download, torch_device,
+                                                skip_bad_images)  # fmt: skip
+        for split in ("train", "test"):
+            report_skipped(sources[split]["skipped_images"])
     cache_files = [sources[split].get("cache_file") for split in ("train", "test")]
     if by_files or None in cache_files:
         result = knn_classify(train.features, train.labels, test.features, test.labels, ks,
@@ -110,7 +120,8 @@ def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperatu
     score = None
     if unsupervised_score:
         score = _unsupervised(checkpoint, data_spec, layer, arch, score_images, score_clusters,
-                              seed, batch_size, download, torch_device)  # fmt: skip
+                              seed, batch_size, download, torch_device,
+                              skip_bad_images)  # fmt: skip
         output["unsupervised_score"] = {**score.as_dict(), "seed": seed}
     output["seconds"] = round(time.perf_counter() - started, 3)
     _print(result, json_path)
@@ -122,19 +133,20 @@ def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperatu
 
 
 def _from_checkpoint(checkpoint, spec, layer, arch, cache_dir, no_cache, batch_size, download,
-                     device):  # fmt: skip
+                     device, skip_bad_images):  # fmt: skip
     from sslkit.features.extract import load_feature_network
     from sslkit.features.service import split_features
 
     network = load_feature_network(checkpoint, layer, arch)
     (train, test), sources = split_features(network, spec, ("train", "test"), device,
                                             cache_dir=cache_dir, use_cache=not no_cache,
-                                            batch_size=batch_size, download=download)
+                                            batch_size=batch_size, download=download,
+                                            skip_bad_images=skip_bad_images)  # fmt: skip
     return train, test, sources
 
 
 def _unsupervised(checkpoint, spec, layer, arch, images, clusters, seed, batch_size, download,
-                  device):  # fmt: skip
+                  device, skip_bad_images):  # fmt: skip
     """CLD's NMI * R on two views drawn with the checkpoint's training augmentation."""
     from sslkit.data.views import view_spec_from_config
     from sslkit.errors import BadInput
@@ -144,7 +156,7 @@ def _unsupervised(checkpoint, spec, layer, arch, images, clusters, seed, batch_s
     from sslkit.methods.base import COMMON_AUGMENT
 
     network = load_feature_network(checkpoint, layer, arch)
-    dataset = load_dataset(spec, "train", network, download)
+    dataset = load_dataset(spec, "train", network, download, skip_bad_images)
     augment = {**COMMON_AUGMENT, **((network.encoder.config or {}).get("augment") or {})}
     views = view_spec_from_config(augment, dataset.info, count=2)
     first, second = two_view_features(network.network.to(device), dataset, views, device,

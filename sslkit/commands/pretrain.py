@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from sslkit.commands.common import debug_option, device_option, json_option, seed_option
+from sslkit.commands.common import (
+    debug_option,
+    device_option,
+    json_option,
+    report_skipped,
+    seed_option,
+    skip_bad_images_option,
+)
 
 
 @click.command()
@@ -28,6 +35,7 @@ from sslkit.commands.common import debug_option, device_option, json_option, see
 @click.option("--resume", is_flag=True, help="Continue from WORKDIR/checkpoint.pt if present.")
 @click.option("--force", is_flag=True, help="Start over even if WORKDIR holds a checkpoint.")
 @click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
+@skip_bad_images_option
 @click.option("--num-workers", type=click.IntRange(min=0), default=None,
               help="Image-decoding worker processes (image folders).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -38,7 +46,7 @@ from sslkit.commands.common import debug_option, device_option, json_option, see
 @json_option
 @debug_option
 def pretrain(method_name, data_spec, config_file, arch, epochs, batch_size, lr, workdir, resume,
-             force, download, num_workers, overrides, no_progress, device, seed,
+             force, download, skip_bad_images, num_workers, overrides, no_progress, device, seed,
              json_path) -> None:  # fmt: skip
     """Pre-train an encoder with a self-supervised method.
 
@@ -71,7 +79,8 @@ def pretrain(method_name, data_spec, config_file, arch, epochs, batch_size, lr, 
                                 ("train", "lr", lr), ("train", "seed", seed),
                                 ("train", "device", None if device == "auto" else device),
                                 ("train", "num_workers", num_workers),
-                                ("data", "download", download or None)):  # fmt: skip
+                                ("data", "download", download or None),
+                                ("data", "skip_bad_images", skip_bad_images or None)):  # fmt: skip
         if value is not None:
             flags.setdefault(section, {})[key] = value
     spec = data_spec or set_layer.get("data", {}).get("spec")
@@ -112,6 +121,7 @@ def pretrain(method_name, data_spec, config_file, arch, epochs, batch_size, lr, 
     finally:
         distributed.teardown()
     if trainer.dist.is_main:
+        report_skipped(summary["skipped_images"])
         _report(summary, json_path)
         write_json(summary, json_path)
 

@@ -48,6 +48,7 @@ class ImageDataset(torch.utils.data.Dataset, abc.ABC):
     images: torch.Tensor | None = None
     spec: str = ""
     split: str = "train"
+    skipped_images: tuple[str, ...] = ()  # "path: reason" of images left out as unreadable
 
     def __len__(self) -> int:
         return len(self.labels)

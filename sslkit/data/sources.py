@@ -210,9 +210,14 @@ class ImageFolderDataset(ImageDataset):
     its shorter side resized to ``image_size`` and centre-cropped to a square, so batches
     have one shape. Random crops are then taken from that square by the view pipeline
     (a deviation from ImageNet recipes that crop the full-resolution image: documented).
+
+    With ``skip_bad_images`` every file is decoded once up front and those that cannot be
+    (corrupt, truncated, zero-byte) are left out and listed in ``skipped_images``;
+    otherwise the first unreadable image stops the command when it is reached.
     """
 
-    def __init__(self, root: Path, split: str, spec: str, image_size: int) -> None:
+    def __init__(self, root: Path, split: str, spec: str, image_size: int,
+                 skip_bad_images: bool = False) -> None:  # fmt: skip
         self.root = root
         self.split = split
         self.spec = spec
@@ -233,6 +238,8 @@ class ImageFolderDataset(ImageDataset):
                 )
             paths.extend(files)
             labels.extend([label] * len(files))
+        if skip_bad_images:
+            paths, labels = self._readable(paths, labels)
         self.paths = paths
         self.labels = np.asarray(labels, dtype=np.int64)
         self.info = DataInfo(
@@ -246,18 +253,27 @@ class ImageFolderDataset(ImageDataset):
         )
         self._indices = np.arange(len(paths), dtype=np.int64)
 
+    def _readable(self, paths: list[Path], labels: list[int]) -> tuple[list[Path], list[int]]:
+        """The images that decode, and the rest recorded in ``skipped_images``."""
+        kept_paths, kept_labels, skipped = [], [], []
+        for path, label in zip(paths, labels, strict=True):
+            try:
+                decode_rgb8(path)
+            except BadInput as exc:
+                skipped.append(f"{path}: {exc.__cause__.__class__.__name__}")
+                continue
+            kept_paths.append(path)
+            kept_labels.append(label)
+        if not kept_paths:
+            raise BadInput(f"no image under {self.root} can be decoded ({len(skipped)} "
+                           "unreadable files): check the folder")  # fmt: skip
+        self.skipped_images = tuple(skipped)
+        return kept_paths, kept_labels
+
     def load(self, index: int) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
         from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
 
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                image = to_rgb8(image)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise BadInput(
-                f"cannot read image {path} ({exc.__class__.__name__}): fix or remove the file"
-            ) from exc
+        image = decode_rgb8(self.paths[index])
         tensor = pil_to_tensor(image)
         size = self.info.image_size
         tensor = resize(tensor, size, antialias=True)
@@ -295,6 +311,20 @@ def imagefolder_split_root(path: Path, split: str) -> Path:
         f"{path} has no train/ and test/ sub-folders, so it has no test split: "
         "lay it out as PATH/train/<class>/... and PATH/test/<class>/..."
     )
+
+
+def decode_rgb8(path: Path) -> Any:
+    """Decode an image file to 8-bit RGB; an unreadable file is bad input naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return to_rgb8(image)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise BadInput(
+            f"cannot read image {path} ({exc.__class__.__name__}): fix or remove the file, "
+            "or pass --skip-bad-images"
+        ) from exc
 
 
 def to_rgb8(image: Any) -> Any:

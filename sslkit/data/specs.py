@@ -170,10 +170,13 @@ def load_split(
     *,
     download: bool = False,
     image_size: int | None = None,
+    skip_bad_images: bool = False,
 ) -> ImageDataset:
     """Load one split (``train`` or ``test``) of the dataset a spec names.
 
     ``@N`` subsets both splits; ``~ltR`` makes only the training split long-tailed.
+    ``skip_bad_images`` leaves out image-folder files that do not decode (listed in the
+    dataset's ``skipped_images``); embedded and array datasets have none.
     """
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     if split not in ("train", "test"):
@@ -188,7 +191,8 @@ def load_split(
         dataset = sources.load_stl10_split(parsed.root, split)
     else:
         root = sources.imagefolder_split_root(Path(parsed.root).expanduser(), split)
-        dataset = sources.ImageFolderDataset(root, split, str(parsed), image_size or 224)
+        dataset = sources.ImageFolderDataset(root, split, str(parsed), image_size or 224,
+                                             skip_bad_images)  # fmt: skip
     if parsed.subset:
         dataset = dataset.subset(balanced_subset_indices(dataset.labels, parsed.subset))
     if parsed.imbalance and split == "train":

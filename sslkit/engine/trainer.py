@@ -80,7 +80,8 @@ class Trainer:
         torch.manual_seed(self.train["seed"])  # same initial weights on every rank
         self.dataset = load_split(config["data"]["spec"], "train",
                                   download=config["data"]["download"],
-                                  image_size=config["data"]["image_size"])  # fmt: skip
+                                  image_size=config["data"]["image_size"],
+                                  skip_bad_images=config["data"]["skip_bad_images"])  # fmt: skip
         info = dataclasses.replace(self.dataset.info, num_samples=len(self.dataset))
         config["model"]["arch"] = config["model"]["arch"] or default_arch(info.image_size)
         method_cls = get_method(config["method"]["name"])
@@ -123,14 +124,20 @@ class Trainer:
         if every <= 0:
             return None
         test = load_split(config["data"]["spec"], "test", download=config["data"]["download"],
-                          image_size=config["data"]["image_size"])  # fmt: skip
+                          image_size=config["data"]["image_size"],
+                          skip_bad_images=config["data"]["skip_bad_images"])  # fmt: skip
         return KnnMonitor(self.dataset, test, self.eval_transform, every,
                           int(self.train["knn_monitor_k"]),
                           float(self.train["knn_monitor_temperature"]))  # fmt: skip
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.method.load_state_dict(state["method_state"])
+        # The saved optimiser state carries each group's base lr; the config resolved now
+        # wins, so `--resume --lr X` (e.g. after a divergence) really changes the lr.
+        base_lrs = [group["base_lr"] for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, base_lr in zip(self.optimizer.param_groups, base_lrs, strict=True):
+            group["base_lr"] = base_lr
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
@@ -179,6 +186,7 @@ class Trainer:
             "arch": self.config["model"]["arch"],
             "data": self.dataset.spec,
             "dataset_fingerprint": self.dataset.fingerprint(),
+            "skipped_images": list(self.dataset.skipped_images),
             "epochs": self.epoch,
             "steps": self.step,
             "seconds": round(elapsed, 3),

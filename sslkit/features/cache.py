@@ -2,17 +2,19 @@
 
 The key covers the checkpoint's sha256, the dataset fingerprint (files' paths, sizes and
 mtimes, or the embedded data), the split, the layer and the transform: changing any of
-them gives a new key. Files are written atomically, so two runs asking for the same
-features at once each write a complete file and the last rename wins; a truncated or
-foreign file found in the cache is removed and rebuilt.
+them gives a new key. Files are written atomically (temp file, then rename), and a run
+holds an exclusive lock on ``<key>.lock`` while it checks and fills an entry: two runs
+asking for the same features at once compute them once, the second waits and reads the
+first one's file. A truncated or foreign file found in the cache is removed and rebuilt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +48,40 @@ def cached_features(
     Returns ``(features, hit, path)``.
     """
     path = Path(cache_dir) / f"{cache_key(provenance)}.h5"
-    if path.is_file():
-        try:
-            stored = read_features(path)
-            if all(_attr_text(stored.attrs.get(k)) == _attr_text(v)
-                   for k, v in provenance.items()):  # fmt: skip
-                return stored, True, path
-        except BadInput:
-            pass  # truncated or foreign: rebuild below
-        path.unlink(missing_ok=True)
-    features = compute()
-    write_features(path, features)
+    with entry_lock(path):
+        if path.is_file():
+            try:
+                stored = read_features(path)
+                if all(_attr_text(stored.attrs.get(k)) == _attr_text(v)
+                       for k, v in provenance.items()):  # fmt: skip
+                    return stored, True, path
+            except BadInput:
+                pass  # truncated or foreign: rebuild below
+            path.unlink(missing_ok=True)
+        features = compute()
+        write_features(path, features)
     return features, False, path
+
+
+@contextlib.contextmanager
+def entry_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` + ``.lock`` (``flock``; a no-op where there is none).
+
+    The lock is released when the process dies, so a killed run never blocks the next one;
+    the empty ``.lock`` files are left in place (removing them would race with waiters).
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: atomic renames alone keep files whole
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _attr_text(value: Any) -> str:
@@ -80,10 +104,17 @@ def cached_neighbours(
     ``--temperature`` then costs no similarity product. ``compute(k)`` returns
     ``(similarities, indices)``, each ``n_test x k``. Returns those and whether it was a hit.
     """
-    import h5py
-
     pair = f"{Path(train_file).stem}:{Path(test_file).stem}"
     path = Path(cache_dir) / f"neighbours-{hashlib.sha256(pair.encode()).hexdigest()[:32]}.h5"
+    with entry_lock(path):
+        return _neighbours_locked(path, pair, k, compute)
+
+
+def _neighbours_locked(path: Path, pair: str, k: int,
+                       compute: Callable[[int], tuple[np.ndarray, np.ndarray]]):  # fmt: skip
+    """:func:`cached_neighbours` with the entry's lock held."""
+    import h5py
+
     if path.is_file():
         try:
             with h5py.File(path, "r") as handle:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +39,29 @@ class EvalTransform:
 
 
 @torch.no_grad()
+def embedded_batches(
+    network: Callable[[torch.Tensor], torch.Tensor],
+    dataset: ImageDataset,
+    transform: EvalTransform,
+    device: torch.device,
+    batches: list[np.ndarray],
+    num_workers: int = 0,
+    normalize_rows: bool = True,
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Yield ``(dataset positions, float32 features on device)`` for each batch of positions."""
+    autocast = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
+                else nullcontext())  # fmt: skip
+    for (images, _), positions in zip(iterate_images(dataset, batches, num_workers), batches,
+                                      strict=True):  # fmt: skip
+        images = transform(images.to(device, non_blocking=True))
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            output = network(images).float()
+        yield positions, F.normalize(output, dim=1) if normalize_rows else output
+
+
+@torch.no_grad()
 def embed_dataset(
     network: Callable[[torch.Tensor], torch.Tensor],
     dataset: ImageDataset,
@@ -52,21 +75,17 @@ def embed_dataset(
     """``N x D`` float32 features in dataset order, on ``device``, identical on every rank.
 
     Each process embeds a contiguous share of the dataset; the shares are gathered in rank
-    order. Modules inside ``network`` should be in eval mode (the caller's choice).
+    order. Modules inside ``network`` should be in eval mode (the caller's choice). For
+    files larger than memory, :func:`sslkit.features.streaming.write_dataset_features`
+    streams to HDF5 instead.
     """
     batches = extraction_batches(len(dataset), batch_size, rank(), world_size())
-    autocast = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
-                else nullcontext())  # fmt: skip
     parts = []
-    for images, _ in iterate_images(dataset, batches, num_workers):
-        images = transform(images.to(device, non_blocking=True))
-        if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            output = network(images).float()
-        parts.append(F.normalize(output, dim=1) if normalize_rows else output)
+    for _, output in embedded_batches(network, dataset, transform, device, batches, num_workers,
+                                      normalize_rows):  # fmt: skip
+        parts.append(output)
         if progress is not None:
-            progress(len(images))
+            progress(len(output))
     mine = torch.cat(parts) if parts else torch.zeros(0, 1, device=device)
     return all_gather_variable(mine)
 

@@ -59,8 +59,9 @@ def compute_features(
 
 def split_features(network: FeatureNetwork, spec: str, splits: tuple[str, ...],
                    device: torch.device, *, cache_dir=None, use_cache: bool = True,
-                   batch_size: int = 256, download: bool = False,
-                   normalized: bool = True) -> tuple[list[FeatureSet], dict[str, Any]]:  # fmt: skip
+                   batch_size: int = 256, download: bool = False, normalized: bool = True,
+                   skip_bad_images: bool = False,
+                   ) -> tuple[list[FeatureSet], dict[str, Any]]:  # fmt: skip
     """Features of several splits of a data spec, through the feature cache.
 
     Returns the feature sets and, per split, where they came from (``cache_hit``,
@@ -68,12 +69,12 @@ def split_features(network: FeatureNetwork, spec: str, splits: tuple[str, ...],
     """
     parts, sources = [], {}
     for split in splits:
-        dataset = load_dataset(spec, split, network, download)
+        dataset = load_dataset(spec, split, network, download, skip_bad_images)
         features, source = dataset_features(network, dataset, device, cache_dir=cache_dir,
                                             use_cache=use_cache, batch_size=batch_size,
                                             normalized=normalized)  # fmt: skip
         parts.append(features)
-        sources[split] = source
+        sources[split] = {**source, "skipped_images": list(dataset.skipped_images)}
     return parts, sources
 
 
@@ -99,8 +100,10 @@ def dataset_features(network: FeatureNetwork, dataset: ImageDataset, device: tor
                       **features.attrs}  # fmt: skip
 
 
-def load_dataset(spec: str, split: str, network: FeatureNetwork, download: bool = False):
+def load_dataset(spec: str, split: str, network: FeatureNetwork, download: bool = False,
+                 skip_bad_images: bool = False) -> ImageDataset:  # fmt: skip
     """The dataset split, loaded at the image size the checkpoint was trained with."""
     config = network.encoder.config or {}
     image_size = (config.get("data") or {}).get("image_size")
-    return load_split(spec, split, download=download, image_size=image_size)
+    return load_split(spec, split, download=download, image_size=image_size,
+                      skip_bad_images=skip_bad_images)  # fmt: skip

@@ -42,25 +42,83 @@ class FeatureSet:
 
 def write_features(path: str | Path, data: FeatureSet, half: bool = False) -> None:
     """Write a feature file atomically (chunked datasets, temp file then rename)."""
-    import h5py
-
     features = np.asarray(data.features, dtype=np.float16 if half else np.float32)
     if features.ndim != 2 or not len(features) == len(data.labels) == len(data.indices):
         raise ValueError("features must be N x D with N labels and N indices")
-    attrs = {
-        "format": FORMAT_TAG,
-        "sslkit_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        **data.attrs,
-    }
-    rows = max(1, min(len(features), (1 << 20) // max(1, features.shape[1] * features.itemsize)))
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
-            handle.create_dataset("features", data=features, chunks=(rows, features.shape[1]))
-            handle.create_dataset("labels", data=np.asarray(data.labels, dtype=np.int64))
-            handle.create_dataset("indices", data=np.asarray(data.indices, dtype=np.int64))
-            for key, value in attrs.items():
-                handle.attrs[key] = "" if value is None else value
+    with FeatureWriter(path, data.labels, data.indices, data.attrs, half) as writer:
+        writer.write(0, features)
+
+
+def chunk_rows(dim: int, itemsize: int) -> int:
+    """Rows of an HDF5 chunk of about 1 MiB for ``dim``-wide rows."""
+    return max(1, (1 << 20) // max(1, dim * itemsize))
+
+
+class FeatureWriter:
+    """Writes a feature file block by block, so N x D never has to be in memory at once.
+
+    ``with FeatureWriter(path, labels, indices, attrs) as writer: writer.write(row, block)``
+    for consecutive or scattered row blocks; the file appears at ``path`` (atomic rename)
+    only when the block exits normally and every row was written.
+    """
+
+    def __init__(self, path: str | Path, labels: np.ndarray, indices: np.ndarray,
+                 attrs: dict[str, Any], half: bool = False) -> None:  # fmt: skip
+        if len(labels) != len(indices):
+            raise ValueError("labels and indices must have the same length")
+        self.path = Path(path)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.attrs = {
+            "format": FORMAT_TAG,
+            "sslkit_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **attrs,
+        }
+        self.dtype = np.float16 if half else np.float32
+        self.rows_written = 0
+        self._handle = None
+        self._features = None
+        self._dim = 0
+
+    def __enter__(self) -> FeatureWriter:
+        import h5py
+
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        self._handle = h5py.File(tmp, "w")
+        self._handle.create_dataset("labels", data=self.labels)
+        self._handle.create_dataset("indices", data=self.indices)
+        for key, value in self.attrs.items():
+            self._handle.attrs[key] = "" if value is None else value
+        return self
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension D (0 before the first block)."""
+        return self._dim
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        """Store ``block`` (rows x D) as rows ``start ..`` of the features."""
+        block = np.asarray(block, dtype=self.dtype)
+        if self._features is None:
+            dim = self._dim = int(block.shape[1])
+            rows = max(1, min(len(self.labels), chunk_rows(dim, block.itemsize)))
+            self._features = self._handle.create_dataset(
+                "features", shape=(len(self.labels), dim), dtype=self.dtype, chunks=(rows, dim))
+        if start < 0 or start + len(block) > len(self.labels):
+            raise ValueError(f"rows {start}..{start + len(block)} are outside "
+                             f"0..{len(self.labels)}")  # fmt: skip
+        self._features[start : start + len(block)] = block
+        self.rows_written += len(block)
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self._handle.close()
+        if kind is None and self.rows_written != len(self.labels):
+            error = ValueError(f"wrote {self.rows_written} feature rows of {len(self.labels)}")
+            self._atomic.__exit__(ValueError, error, None)  # removes the temporary file
+            raise error
+        self._atomic.__exit__(kind, value, traceback)  # rename, or remove on an exception
 
 
 def read_features(path: str | Path) -> FeatureSet:

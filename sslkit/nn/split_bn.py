@@ -38,6 +38,8 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         with torch.no_grad():
             self.running_mean.copy_(mean.view(self.splits, c).mean(dim=0))
             self.running_var.copy_(var.view(self.splits, c).mean(dim=0))
+            if self.num_batches_tracked is not None:  # as nn.BatchNorm2d counts
+                self.num_batches_tracked.add_(1)
         return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from sslkit.features.cache import (
@@ -148,3 +150,52 @@ def test_corrupt_neighbour_file_is_rebuilt(tmp_path):
     stored.write_bytes(b"not hdf5")
     similarities, indices, hit = cached_neighbours(tmp_path, train, test, 4, search)
     assert not hit and search.calls == [4, 4] and indices.shape == (3, 4)
+
+
+def _fill_slowly(cache_dir: str, log: str, queue) -> None:
+    """A process asking the cache for PROVENANCE's features with a slow compute."""
+    import os
+    import time
+
+    def compute() -> FeatureSet:
+        with open(log, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(1.0)  # long enough for the other process to ask meanwhile
+        features = np.full((4, 3), float(os.getpid()), dtype=np.float32)
+        return FeatureSet(features, np.array([0, 1, 0, 1]), np.arange(4), dict(PROVENANCE))
+
+    stored, hit, _ = cached_features(Path(cache_dir), PROVENANCE, compute)
+    queue.put((float(stored.features[0, 0]), hit))
+
+
+def test_concurrent_runs_compute_once_and_agree(tmp_path):
+    """Two processes asking for the same entry at once: one computes, the other waits and hits."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    log = tmp_path / "computed.log"
+    workers = [context.Process(target=_fill_slowly, args=(str(tmp_path / "cache"), str(log),
+                                                             queue))
+               for _ in range(2)]  # fmt: skip
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert len(log.read_text().split()) == 1, "the features were computed twice"
+    assert sorted(hit for _, hit in results) == [False, True]
+    assert results[0][0] == results[1][0]  # both hold the one stored file's features
+    (entry,) = (tmp_path / "cache").glob("*.h5")
+    assert read_features(entry).features[0, 0] == results[0][0]
+
+
+def test_lock_of_a_killed_run_does_not_block(tmp_path):
+    """A lock file left by a dead process is only a file: the next run takes the lock."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / f"{cache_key(PROVENANCE)}.h5.lock").write_text("")
+    compute = Counter(PROVENANCE)
+    _, hit, _ = cached_features(cache, PROVENANCE, compute)
+    assert not hit and compute.calls == 1

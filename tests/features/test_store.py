@@ -8,7 +8,13 @@ import pytest
 
 from sslkit import __version__
 from sslkit.errors import BadInput
-from sslkit.features.store import FORMAT_TAG, FeatureSet, read_features, write_features
+from sslkit.features.store import (
+    FORMAT_TAG,
+    FeatureSet,
+    FeatureWriter,
+    read_features,
+    write_features,
+)
 from sslkit.utils.atomic import TMP_MARKER, atomic_path
 
 ATTRS = {"layer": "backbone", "dataset": "digits", "split": "train", "method": "moco",
@@ -203,4 +209,31 @@ def test_write_rejects_mismatched_lengths(tmp_path, labels, indices):
     data.labels, data.indices = np.zeros(labels, np.int64), np.arange(indices)
     with pytest.raises(ValueError, match="N labels and N indices"):
         write_features(tmp_path / "f.h5", data)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_block_writer_matches_one_shot_write(tmp_path):
+    """Blocks written out of order give the same file contents as write_features."""
+    data = _features(n=10)
+    with FeatureWriter(tmp_path / "blocks.h5", data.labels, data.indices, data.attrs) as writer:
+        assert not (tmp_path / "blocks.h5").exists()  # only the temporary file so far
+        writer.write(6, data.features[6:])
+        writer.write(0, data.features[:6])
+    write_features(tmp_path / "whole.h5", data)
+    blocks, whole = read_features(tmp_path / "blocks.h5"), read_features(tmp_path / "whole.h5")
+    np.testing.assert_array_equal(blocks.features, whole.features)
+    np.testing.assert_array_equal(blocks.indices, whole.indices)
+    assert writer.dim == 5
+
+
+def test_block_writer_missing_rows_or_error_leaves_nothing(tmp_path):
+    """An incomplete or failed write never shows a file at the target (nor a temp file)."""
+    data = _features(n=10)
+    with pytest.raises(ValueError, match="wrote 6 feature rows of 10"):
+        with FeatureWriter(tmp_path / "f.h5", data.labels, data.indices, data.attrs) as writer:
+            writer.write(0, data.features[:6])
+    with pytest.raises(KeyboardInterrupt):
+        with FeatureWriter(tmp_path / "f.h5", data.labels, data.indices, data.attrs) as writer:
+            writer.write(0, data.features[:6])
+            raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
