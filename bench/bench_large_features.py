@@ -7,21 +7,24 @@
    block by block through ``FeatureWriter``; reference: the bytes of the N x D matrix.
 2. ``sslkit knn --train BIG --test QUERIES`` in a subprocess; reference: a plain chunked
    ``torch.mm`` of the same product in this process (GFLOP/s).
-3. ``sslkit cluster --features BIG --k K``; reference: ``faiss.Kmeans`` on the same array
-   in this process (same k, iterations and subsample).
+3. ``sslkit cluster --features BIG --k K`` (training sample: all rows up to k x 1000), and
+   again with ``--max-train-points M`` (a seeded sample of M rows; every row is still
+   assigned); reference: ``faiss.Kmeans`` on the same array in this process (same k,
+   iterations and at most k x 1000 training points).
 4. With ``--extract SPEC``: ``sslkit extract`` of SPEC's training split (streaming, the
    shipped path) vs the in-memory path (``compute_features`` + ``write_features``), each in
    its own subprocess; reference: each other, and the N x D bytes.
 
-Peak memory is each subprocess's own maximum resident set (``os.wait4``), next to the
-baseline of a process that only imports torch, faiss, h5py and sslkit.
+Peak memory is each command's own maximum resident set (``wait4`` in a small launcher), next to the
+floor of the same command on the small query file (what python, torch and faiss hold before
+any feature): ``above_floor_mib`` is the memory the N x D data costs, to compare with the
+N x D matrix itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-BASELINE = "import torch, faiss, h5py, sslkit.cli, sslkit.eval.knn, sslkit.cluster.kmeans"
 IN_MEMORY_EXTRACT = """
 import sys, torch
 from sslkit.features.extract import load_feature_network
@@ -42,21 +44,30 @@ write_features(sys.argv[3], compute_features(network, dataset, torch.device("cpu
 """
 
 
+# Runs its arguments as a grandchild and reports that process's own peak RSS. Needed because
+# Linux keeps the larger of the pre- and post-exec peak in ru_maxrss: a command spawned
+# straight from this (large) process would be charged this process's memory.
+MEASURE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"\\nPEAK_RSS_KIB {usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(command: list[str]) -> dict:
-    """Wall seconds, peak RSS (MiB, from ``wait4``: this child's own) and JSON stdout."""
+    """Wall seconds, the command's own peak RSS (MiB) and its JSON stdout."""
     started = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(command, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
+    process = subprocess.run([sys.executable, "-c", MEASURE, *command], capture_output=True)
+    seconds = time.perf_counter() - started
     if process.returncode:
-        raise SystemExit(f"{' '.join(command[:5])} failed: {stderr.decode()[-2000:]}")
-    text = stdout.strip()
-    return {"seconds": round(seconds, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        raise SystemExit(f"{' '.join(command[:5])} failed: {process.stderr.decode()[-2000:]}")
+    peak_kib = int(process.stderr.decode().rsplit("PEAK_RSS_KIB", 1)[1].split()[0])
+    text = process.stdout.strip()
+    return {"seconds": round(seconds, 2), "peak_rss_mib": round(peak_kib / 1024, 1),
             "output": json.loads(text) if text.startswith(b"{") else None}
 
 
@@ -97,7 +108,8 @@ def reference_kmeans_seconds(points: np.ndarray, k: int, niter: int) -> float:
     import faiss
 
     started = time.perf_counter()
-    kmeans = faiss.Kmeans(points.shape[1], k, niter=niter, nredo=1, seed=0, verbose=False)
+    kmeans = faiss.Kmeans(points.shape[1], k, niter=niter, nredo=1, seed=0, verbose=False,
+                          max_points_per_centroid=1000)  # sslkit's (the authors') setting
     kmeans.train(points)
     kmeans.index.search(points, 1)
     return time.perf_counter() - started
@@ -111,6 +123,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--k", type=int, default=1000)
     parser.add_argument("--niter", type=int, default=10)
+    parser.add_argument("--max-train-points", type=int, default=100_000,
+                        help="training sample of the second sslkit cluster run")
     parser.add_argument("--extract", default=None, metavar="SPEC",
                         help="also compare streaming and in-memory extraction of SPEC")
     parser.add_argument("--checkpoint", default=None,
@@ -125,9 +139,13 @@ def main() -> None:
         results["write_seconds"] = round(synthetic_file(big, args.rows, args.dim, 100, 1), 2)
         synthetic_file(queries, args.queries, args.dim, 100, 2)
         results["file_mib"] = round(big.stat().st_size / 2**20, 1)
-        # what a process holds before it touches any feature: python, torch, faiss, h5py
-        results["baseline_rss_mib"] = run_measured([sys.executable, "-c", BASELINE])["peak_rss_mib"]
-
+        # the same commands on the small file: what they hold whatever the data
+        knn_floor = run_measured([*sslkit, "knn", "--train", str(queries), "--test",
+                                  str(queries), "--k", "20", "--json", "-"])["peak_rss_mib"]
+        cluster_floor = run_measured([*sslkit, "cluster", "--features", str(queries), "--k",
+                                      str(min(args.k, args.queries)), "--niter", "1", "--out",
+                                      str(folder / "floor.h5"), "--json", "-"])["peak_rss_mib"]
+        results["floor_rss_mib"] = {"knn": knn_floor, "cluster": cluster_floor}
         knn = run_measured([*sslkit, "knn", "--train", str(big), "--test", str(queries),
                             "--k", "20", "--json", "-"])  # fmt: skip
         from sslkit.features.store import read_features
@@ -141,21 +159,24 @@ def main() -> None:
                           "reference_mm_seconds": round(mm, 2),
                           "reference_mm_gflops": round(flops / mm / 1e9, 1),
                           "time_vs_reference": round(knn["seconds"] / mm, 2),
-                          "peak_rss_vs_matrix": round(knn["peak_rss_mib"]
-                                                      / results["matrix_mib"], 2)}  # fmt: skip
+                          "above_floor_mib": round(knn["peak_rss_mib"] - knn_floor, 1)}
 
-        clusters = folder / "clusters.h5"
-        cluster = run_measured([*sslkit, "cluster", "--features", str(big), "--k", str(args.k),
-                                "--niter", str(args.niter), "--nredo", "1", "--out",
-                                str(clusters), "--json", "-"])  # fmt: skip
         reference = reference_kmeans_seconds(train, args.k, args.niter)
-        results["cluster"] = {"seconds": cluster["seconds"],
-                              "peak_rss_mib": cluster["peak_rss_mib"],
-                              "reference_faiss_seconds": round(reference, 2),
-                              "time_vs_reference": round(cluster["seconds"] / reference, 2),
-                              "peak_rss_vs_matrix": round(cluster["peak_rss_mib"]
-                                                          / results["matrix_mib"], 2)}  # fmt: skip
         del train, test
+        results["cluster"] = {"reference_faiss_seconds": round(reference, 2)}
+        for name, extra in (("default", []),
+                            ("sampled", ["--max-train-points", str(args.max_train_points)])):
+            run = run_measured([*sslkit, "cluster", "--features", str(big), "--k", str(args.k),
+                                "--niter", str(args.niter), "--nredo", "1", "--out",
+                                str(folder / f"clusters-{name}.h5"), *extra, "--force",
+                                "--json", "-"])  # fmt: skip
+            results["cluster"][name] = {
+                "max_train_points": run["output"]["max_train_points"],
+                "seconds": run["seconds"], "peak_rss_mib": run["peak_rss_mib"],
+                "ami": run["output"]["levels"][0]["ami"],
+                "time_vs_reference": round(run["seconds"] / reference, 2),
+                "above_floor_mib": round(run["peak_rss_mib"] - cluster_floor, 1),
+            }  # fmt: skip
         if args.extract:
             results["extract"] = compare_extraction(folder, args.extract, args.checkpoint,
                                                     sslkit)  # fmt: skip

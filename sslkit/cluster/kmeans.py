@@ -7,6 +7,7 @@ faiss settings are the authors' (``niter=20``, ``nredo=5``, ``seed`` = level ind
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,11 +101,89 @@ def check_points(points: np.ndarray, k: int, what: str = "features") -> np.ndarr
     return points
 
 
-def kmeans(points: np.ndarray, k: int, settings: KMeansSettings) -> KMeansResult:
-    """faiss k-means of ``points`` into ``k`` clusters, then a nearest-centroid search."""
+class PointRows:
+    """N x D points read block by block: an array, or a feature file's rows left on disk.
+
+    ``source`` is anything sliced by rows with a ``shape`` (a numpy array, the ``features``
+    of :func:`~sslkit.features.store.open_features`); blocks come back as checked float32,
+    L2-normalised unless ``normalize=False``. Lets ``sslkit cluster`` hold only the k-means
+    training sample and one block in memory, not N x D (twice, with its normalised copy).
+    """
+
+    def __init__(self, source, normalize: bool = True, block_rows: int = 65536) -> None:
+        if len(source.shape) != 2 or source.shape[0] == 0 or source.shape[1] == 0:
+            raise BadInput(f"features must be a non-empty N x D matrix, got shape "
+                           f"{tuple(source.shape)}")  # fmt: skip
+        self.source = source
+        self.normalize = normalize
+        self.block_rows = block_rows
+
+    def __len__(self) -> int:
+        return int(self.source.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension D."""
+        return int(self.source.shape[1])
+
+    def _prepared(self, block) -> np.ndarray:
+        block = check_points(block, 1)
+        return _normalize_rows(block) if self.normalize else block
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, block)`` for consecutive blocks of ``block_rows`` rows."""
+        for start in range(0, len(self), self.block_rows):
+            yield start, self._prepared(self.source[start : start + self.block_rows])
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """The points at the sorted row numbers ``rows``, read block by block."""
+        parts = []
+        for start in range(0, len(self), self.block_rows):
+            stop = start + self.block_rows
+            wanted = rows[(rows >= start) & (rows < stop)]
+            if len(wanted):
+                parts.append(self._prepared(self.source[start:stop])[wanted - start])
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
+
+def kmeans(points: np.ndarray | PointRows, k: int, settings: KMeansSettings,
+           max_train_points: int | None = None) -> KMeansResult:  # fmt: skip
+    """faiss k-means of ``points`` into ``k`` clusters, then a nearest-centroid search.
+
+    An array is clustered as the authors do: faiss trains on it (on a seeded sample of
+    ``k x 1000`` points when it has more) and searches it in one call. :class:`PointRows`
+    are streamed: the training sample (all rows up to ``k x 1000``, or ``max_train_points``
+    when smaller; a seeded uniform sample otherwise) is read into memory, then every block
+    is assigned to its nearest centroid.
+    """
+    if not isinstance(points, PointRows):
+        points = check_points(points, k)
+        centroids, index, device = _train(points, k, settings)
+        squared, labels = index.search(points, 1)
+        return KMeansResult(centroids, labels[:, 0].astype(np.int64),
+                            squared[:, 0].astype(np.float32), device)  # fmt: skip
+    _checked(points, k)
+    limit = k * MAX_POINTS_PER_CENTROID
+    if max_train_points is not None:
+        limit = max(k, min(limit, max_train_points))
+    sample = np.arange(len(points))
+    if len(points) > limit:
+        sample = np.sort(np.random.default_rng(settings.seed).choice(len(points), limit,
+                                                                     replace=False))  # fmt: skip
+    centroids, index, device = _train(points.gather(sample), k, settings)
+    labels = np.empty(len(points), dtype=np.int64)
+    squared = np.empty(len(points), dtype=np.float32)
+    for start, block in points.blocks():
+        distances, nearest = index.search(block, 1)
+        labels[start : start + len(block)] = nearest[:, 0]
+        squared[start : start + len(block)] = distances[:, 0]
+    return KMeansResult(centroids, labels, squared, device)
+
+
+def _train(points: np.ndarray, k: int, settings: KMeansSettings):
+    """faiss-trained ``k x d`` centroids, the index holding them, and the faiss device."""
     import faiss
 
-    points = check_points(points, k)
     device = faiss_device(settings.use_gpu)
     clustering = faiss.Clustering(points.shape[1], k)
     clustering.niter = settings.niter
@@ -119,9 +198,7 @@ def kmeans(points: np.ndarray, k: int, settings: KMeansSettings) -> KMeansResult
     index = _flat_index(points.shape[1], device)
     clustering.train(points, index)
     centroids = faiss.vector_to_array(clustering.centroids).reshape(k, points.shape[1])
-    squared, labels = index.search(points, 1)
-    return KMeansResult(centroids.astype(np.float32), labels[:, 0].astype(np.int64),
-                        squared[:, 0].astype(np.float32), device)  # fmt: skip
+    return centroids.astype(np.float32), index, device
 
 
 def concentration(
@@ -161,20 +238,22 @@ def _check_sizes(ks: list[int], hierarchical: bool) -> None:
 
 
 def hierarchical_kmeans(
-    features: np.ndarray, ks: list[int], temperature: float, settings: KMeansSettings
-) -> Clustering:
+    features: np.ndarray | PointRows, ks: list[int], temperature: float,
+    settings: KMeansSettings, max_train_points: int | None = None,
+) -> Clustering:  # fmt: skip
     """HCSC's bottom-up k-means: level 0 clusters the points, level l the centroids of l-1.
 
     Each level seeds faiss with ``settings.seed + l``. Level l's concentration uses the
     squared distances of its members (points at l = 0, child centroids above); a point's
-    level-l cluster is its level-(l-1) cluster's parent.
+    level-l cluster is its level-(l-1) cluster's parent. ``features`` may be streamed
+    (:class:`PointRows`, see :func:`kmeans` for ``max_train_points``).
     """
     _check_sizes(ks, hierarchical=True)
-    features = check_points(features, ks[0])
+    features = _checked(features, ks[0])
     levels: list[ClusterLevel] = []
     points, device = features, ""
     for depth, k in enumerate(ks):
-        result = kmeans(points, k, _seeded(settings, depth))
+        result = kmeans(points, k, _seeded(settings, depth), max_train_points)
         device = result.device
         density = concentration(result.squared_distances, result.labels, k, temperature)
         if depth == 0:
@@ -189,20 +268,32 @@ def hierarchical_kmeans(
 
 
 def flat_kmeans(
-    features: np.ndarray, ks: list[int], temperature: float, settings: KMeansSettings,
-    alpha: float = 10.0,
+    features: np.ndarray | PointRows, ks: list[int], temperature: float,
+    settings: KMeansSettings, alpha: float = 10.0, max_train_points: int | None = None,
 ) -> Clustering:  # fmt: skip
     """Independent k-means of the points for every k (PCL's several clusterings); ``alpha``
-    is the concentration's smoothing (PCL: 10)."""
+    is the concentration's smoothing (PCL: 10). ``features`` may be streamed
+    (:class:`PointRows`, see :func:`kmeans` for ``max_train_points``)."""
     _check_sizes(ks, hierarchical=False)
-    features = check_points(features, max(ks))
+    features = _checked(features, max(ks))
     levels, device = [], ""
     for position, k in enumerate(ks):
-        result = kmeans(features, k, _seeded(settings, position))
+        result = kmeans(features, k, _seeded(settings, position), max_train_points)
         device = result.device
         density = concentration(result.squared_distances, result.labels, k, temperature, alpha)
         levels.append(ClusterLevel(_normalize_rows(result.centroids), density, result.labels))
     return Clustering(levels, hierarchical=False, device=device)
+
+
+def _checked(features: np.ndarray | PointRows, k: int) -> np.ndarray | PointRows:
+    """An array checked by :func:`check_points`; streamed rows checked for ``k <= N`` (their
+    values are checked block by block as they are read)."""
+    if not isinstance(features, PointRows):
+        return check_points(features, k)
+    if not 1 <= k <= len(features):
+        raise BadInput(f"cannot make {k} clusters of {len(features)} features: "
+                       f"use k <= {len(features)}")  # fmt: skip
+    return features
 
 
 def _seeded(settings: KMeansSettings, offset: int) -> KMeansSettings:

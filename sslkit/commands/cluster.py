@@ -12,7 +12,7 @@ from sslkit.commands.knn import parse_ks
 if TYPE_CHECKING:
     import numpy as np
 
-    from sslkit.cluster.kmeans import Clustering
+    from sslkit.cluster.kmeans import Clustering, PointRows
 
 
 @click.command()
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 @click.option("--spherical", is_flag=True, help="Re-normalise centroids every iteration.")
 @click.option("--no-normalize", is_flag=True,
               help="Cluster the raw features (default: L2-normalised, cosine geometry).")
+@click.option("--max-train-points", type=click.IntRange(min=1), default=None,
+              help="k-means trains on a seeded sample of at most this many points (default: "
+                   "k x 1000, the authors' setting); every point is then assigned. Bounds the "
+                   "memory of files larger than RAM: the rest is read in blocks.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.2,
               show_default=True, help="Mean of the per-cluster concentrations written.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
@@ -46,7 +50,7 @@ if TYPE_CHECKING:
 @json_option
 @debug_option
 def cluster(features_path, ks, hierarchical, niter, nredo, seed, spherical, no_normalize,
-            temperature, out_path, plot_path, plot_sample, force, device,
+            max_train_points, temperature, out_path, plot_path, plot_sample, force, device,
             json_path) -> None:  # fmt: skip
     """k-means of features on faiss (GPU index when present); AMI/NMI/purity if labelled.
 
@@ -61,11 +65,16 @@ def cluster(features_path, ks, hierarchical, niter, nredo, seed, spherical, no_n
 
     import numpy as np
 
-    from sslkit.cluster.kmeans import KMeansSettings, flat_kmeans, hierarchical_kmeans
+    from sslkit.cluster.kmeans import (
+        KMeansSettings,
+        PointRows,
+        flat_kmeans,
+        hierarchical_kmeans,
+    )
     from sslkit.cluster.metrics import cluster_agreement
     from sslkit.cluster.store import write_clusters
     from sslkit.errors import BadInput
-    from sslkit.features.store import read_features
+    from sslkit.features.store import open_features
     from sslkit.utils.atomic import sha256_file
     from sslkit.utils.jsonout import write_json
 
@@ -75,37 +84,38 @@ def cluster(features_path, ks, hierarchical, niter, nredo, seed, spherical, no_n
     if plot_path is not None:
         _check_plot_path(plot_path, out_path)
     started = time.perf_counter()
-    data = read_features(features_path)
-    points = np.asarray(data.features, dtype=np.float32)
-    if not no_normalize:
-        points = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)
     settings = KMeansSettings(niter=niter, nredo=nredo, seed=seed, spherical=spherical,
                               use_gpu={"auto": None, "cpu": False, "cuda": True}[device])
     build = hierarchical_kmeans if hierarchical else flat_kmeans
-    clustering = build(points, ks, temperature, settings)
-    clustering_seconds = time.perf_counter() - started
-    labelled = bool((data.labels >= 0).any())
-    levels = []
-    for depth, level in enumerate(clustering.levels):
-        row = {"level": depth, "k": len(level.centroids),
-               "non_empty": int(len(np.unique(level.assignments)))}  # fmt: skip
-        if labelled:
-            known = data.labels >= 0
-            row |= cluster_agreement(level.assignments[known], data.labels[known])
-        levels.append(row)
-    attrs = {
-        "features_file": str(features_path), "features_sha256": sha256_file(features_path),
-        "ks": ",".join(map(str, ks)), "niter": niter, "nredo": nredo, "seed": seed,
-        "spherical": spherical, "normalized": not no_normalize, "temperature": temperature,
-        **{f"features_{key}": value for key, value in data.attrs.items()},
-    }  # fmt: skip
-    write_clusters(out_path, clustering, data.indices, attrs)
-    plot = None
-    if plot_path is not None:
-        plot = _plot(points, clustering, levels, data.labels if labelled else None, plot_path,
-                     plot_sample, seed, features_path)  # fmt: skip
+    # the features stay on disk: k-means reads its training sample and assigns block by block
+    with open_features(features_path) as data:
+        points = PointRows(data.features, normalize=not no_normalize)
+        clustering = build(points, ks, temperature, settings, max_train_points=max_train_points)
+        clustering_seconds = time.perf_counter() - started
+        labelled = bool((data.labels >= 0).any())
+        levels = []
+        for depth, level in enumerate(clustering.levels):
+            row = {"level": depth, "k": len(level.centroids),
+                   "non_empty": int(len(np.unique(level.assignments)))}  # fmt: skip
+            if labelled:
+                known = data.labels >= 0
+                row |= cluster_agreement(level.assignments[known], data.labels[known])
+            levels.append(row)
+        attrs = {
+            "features_file": str(features_path), "features_sha256": sha256_file(features_path),
+            "ks": ",".join(map(str, ks)), "niter": niter, "nredo": nredo, "seed": seed,
+            "spherical": spherical, "normalized": not no_normalize, "temperature": temperature,
+            "max_train_points": max_train_points or 0,
+            **{f"features_{key}": value for key, value in data.attrs.items()},
+        }  # fmt: skip
+        write_clusters(out_path, clustering, data.indices, attrs)
+        plot = None
+        if plot_path is not None:
+            plot = _plot(points, clustering, levels, data.labels if labelled else None, plot_path,
+                         plot_sample, seed, features_path)  # fmt: skip
     output = {"out": str(out_path), "device": clustering.device, "hierarchical": hierarchical,
-              "points": len(points), "dim": int(points.shape[1]), "levels": levels, "plot": plot,
+              "points": len(points), "dim": points.dim, "levels": levels, "plot": plot,
+              "max_train_points": max_train_points,
               "clustering_seconds": round(clustering_seconds, 3),
               "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
     _print(output, labelled, json_path)
@@ -126,23 +136,24 @@ def _check_plot_path(plot_path: str, out_path: str) -> None:
     require_matplotlib("--plot")  # fail before clustering, not after it
 
 
-def _plot(points: np.ndarray, clustering: Clustering, levels: list[dict],
+def _plot(points: PointRows, clustering: Clustering, levels: list[dict],
           labels: np.ndarray | None, plot_path: str, sample: int, seed: int,
           features_path: str) -> dict:  # fmt: skip
     """t-SNE picture of the finest level (most clusters) and the labels; what was drawn."""
     from pathlib import Path
 
-    from sslkit.cluster.plot import plot_clusters
+    from sslkit.cluster.plot import plot_clusters, sample_rows
 
     finest = max(range(len(levels)), key=lambda depth: (levels[depth]["k"], -depth))
     row = levels[finest]
     cluster_title = f"clusters: level {finest}, k = {row['k']}"
     if "ami" in row:
         cluster_title += f", AMI {row['ami']:.3f}"
-    shown = min(sample, len(points))
-    title = f"t-SNE of {shown} of {len(points)} features in {Path(features_path).name}"
-    drawn = plot_clusters(points, clustering.levels[finest].assignments, labels, plot_path,
-                          sample=sample, seed=seed, cluster_title=cluster_title,
+    shown = sample_rows(len(points), sample, seed)  # the sample plot_clusters would draw
+    title = f"t-SNE of {len(shown)} of {len(points)} features in {Path(features_path).name}"
+    drawn = plot_clusters(points.gather(shown), clustering.levels[finest].assignments[shown],
+                          None if labels is None else labels[shown], plot_path,
+                          sample=len(shown), seed=seed, cluster_title=cluster_title,
                           title=title)  # fmt: skip
     return {**drawn, "level": finest, "k": row["k"]}
 

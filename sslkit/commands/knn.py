@@ -94,9 +94,13 @@ def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperatu
     if by_files:
         if not (train_path and test_path):
             raise BadInput("both --train and --test feature files are needed")
-        from sslkit.features.store import read_feature_pair
+        from sslkit.features.store import open_feature_pair
 
-        train, test, sources = read_feature_pair(train_path, test_path)
+        # the bank stays on disk and is read block by block (files larger than memory)
+        with open_feature_pair(train_path, test_path) as (train, test, sources):
+            result = knn_classify(train.features, train.labels, test.features, test.labels, ks,
+                                  temperature, torch_device)  # fmt: skip
+        neighbours_hit = False
     else:
         if not (checkpoint and data_spec):
             raise BadInput("both --checkpoint and --data are needed")
@@ -105,14 +109,14 @@ def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperatu
                                                 skip_bad_images)  # fmt: skip
         for split in ("train", "test"):
             report_skipped(sources[split]["skipped_images"])
-    cache_files = [sources[split].get("cache_file") for split in ("train", "test")]
-    if by_files or None in cache_files:
-        result = knn_classify(train.features, train.labels, test.features, test.labels, ks,
-                              temperature, torch_device)  # fmt: skip
-        neighbours_hit = False
-    else:
-        result, neighbours_hit = cached_knn_classify(train, test, *cache_files, ks, temperature,
-                                                     torch_device)  # fmt: skip
+        cache_files = [sources[split].get("cache_file") for split in ("train", "test")]
+        if None in cache_files:
+            result = knn_classify(train.features, train.labels, test.features, test.labels, ks,
+                                  temperature, torch_device)  # fmt: skip
+            neighbours_hit = False
+        else:
+            result, neighbours_hit = cached_knn_classify(train, test, *cache_files, ks,
+                                                         temperature, torch_device)  # fmt: skip
     output = {**result.as_dict(), "inputs": sources, "neighbours_cache_hit": neighbours_hit}
     shots = _shot_groups(result, train.labels, test.labels)
     if shots is not None:

@@ -2,8 +2,10 @@
 
 For every query the cosine similarities s to all bank features are computed, the top-K
 neighbours vote for their class with weight ``exp(s/τ)``, and the class with the largest
-summed weight is the prediction (top-5: the five largest). Queries are processed in
-chunks so that the ``chunk x N`` similarity block stays within ``memory_mb``.
+summed weight is the prediction (top-5: the five largest). The bank is searched block by
+block (it may be a feature file left on disk), so neither the bank nor the ``queries x N``
+similarity matrix has to be in memory: a running top-k per query is merged with each
+block's.
 
 The neighbour search runs on the GPU with ``torch.mm`` + ``topk`` when the device is CUDA,
 and on the CPU with faiss's exact inner-product search (``faiss.knn``: BLAS product and a
@@ -107,21 +109,46 @@ def nearest_neighbours(train_features, test_features, k: int, device: torch.devi
                        memory_mb: int = 256) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Cosine similarities and indices of every query's ``k`` nearest bank rows, best first.
 
-    Both are ``len(test) x min(k, len(train))`` tensors on the CPU; queries are searched in
-    chunks so the ``chunk x N`` similarity block stays within ``memory_mb``.
+    Both are ``len(test) x min(k, len(train))`` tensors on the CPU. The bank is read block
+    by block (``train_features[a:b]``: an array, or the rows of a feature file left on disk
+    by :func:`~sslkit.features.store.open_features`), each block about a quarter of
+    ``memory_mb``; on the GPU every block is searched by the queries in chunks whose
+    similarity block stays within ``memory_mb`` (faiss, on the CPU, tiles it itself), and
+    each query's running top-k is merged with the block's.
     """
     device = torch.device(device)
-    bank = F.normalize(_as_tensor(train_features, device), dim=1)
-    k = min(k, bank.shape[0])
-    chunk = max(1, min(len(test_features), (memory_mb << 20) // (4 * bank.shape[0])))
-    search = neighbour_search(bank)
-    values, indices = [], []
-    for start in range(0, len(test_features), chunk):
-        queries = F.normalize(_as_tensor(test_features[start : start + chunk], device), dim=1)
-        similarity, neighbour = search(queries, k)
-        values.append(similarity.cpu())
-        indices.append(neighbour.cpu())
-    return torch.cat(values), torch.cat(indices)
+    bank_size, dim = len(train_features), int(train_features.shape[1])
+    k = min(k, bank_size)
+    budget = memory_mb << 20
+    bank_rows = max(k, min(bank_size, budget // (4 * 4 * dim)))
+    query_rows = max(1, min(len(test_features), budget // (4 * bank_rows)))
+    if device.type == "cpu":
+        # faiss tiles the product itself (4096 x 1024 blocks) and keeps only the top k: it
+        # gets every query at once, as calls of a few hundred queries run ~5x slower
+        query_rows = len(test_features)
+    queries = [F.normalize(_as_tensor(test_features[start : start + query_rows], device), dim=1)
+               for start in range(0, len(test_features), query_rows)]  # fmt: skip
+    best: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for offset in range(0, bank_size, bank_rows):
+        bank = F.normalize(_as_tensor(train_features[offset : offset + bank_rows], device), dim=1)
+        search = neighbour_search(bank)
+        for position, chunk in enumerate(queries):
+            similarity, neighbour = search(chunk, min(k, len(bank)))
+            found = (similarity.cpu(), neighbour.cpu() + offset)
+            if offset == 0:
+                best.append(found)
+            else:
+                best[position] = merge_top_k(best[position], found, k)
+    return torch.cat([values for values, _ in best]), torch.cat([ids for _, ids in best])
+
+
+def merge_top_k(first: tuple[torch.Tensor, torch.Tensor], second: tuple[torch.Tensor, torch.Tensor],
+                k: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The ``k`` best of two (similarities, indices) neighbour lists per query, best first."""
+    values = torch.cat([first[0], second[0]], dim=1)
+    indices = torch.cat([first[1], second[1]], dim=1)
+    top, where = values.topk(min(k, values.shape[1]), dim=1)
+    return top, indices.gather(1, where)
 
 
 @torch.no_grad()

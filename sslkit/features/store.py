@@ -8,6 +8,8 @@ transform, whether rows are L2-normalised, and the creation time.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ REQUIRED_ATTRS = ("format", "sslkit_version", "layer", "dataset", "split")
 class FeatureSet:
     """Features read from (or to be written to) a feature file."""
 
-    features: np.ndarray  # N x D float32 / float16
+    features: np.ndarray  # N x D float32 / float16 (an h5py dataset from open_features)
     labels: np.ndarray  # N int64, -1 when unknown
     indices: np.ndarray  # N int64, dataset order
     attrs: dict[str, Any]
@@ -123,24 +125,47 @@ class FeatureWriter:
 
 def read_features(path: str | Path) -> FeatureSet:
     """Read and validate a feature file; a foreign, truncated or malformed file is bad input."""
+    with open_features(path) as lazy:
+        return FeatureSet(lazy.features[:], lazy.labels, lazy.indices, lazy.attrs)
+
+
+@contextmanager
+def open_features(path: str | Path) -> Iterator[FeatureSet]:
+    """A validated feature file whose ``features`` stay on disk while the block is open.
+
+    ``features`` is the h5py dataset: ``features[a:b]`` reads only those rows (in HDF5
+    chunks of about 1 MiB), so kNN and k-means can stream an N x D file that does not fit
+    in memory. Labels, indices and attributes are read at once (N integers).
+    """
     import h5py
 
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"feature file {path} not found: create it with 'sslkit extract'")
     try:
-        with h5py.File(path, "r") as handle:
-            missing = [name for name in ("features", "labels", "indices") if name not in handle]
-            if missing or handle.attrs.get("format") != FORMAT_TAG:
-                what = ", ".join(missing) or "format tag"
-                raise BadInput(f"{path} is not an sslkit feature file (missing {what}): "
-                               "create it with 'sslkit extract'")  # fmt: skip
-            features = handle["features"][()]
-            labels = handle["labels"][()]
-            indices = handle["indices"][()]
-            attrs = {k: _plain(v) for k, v in handle.attrs.items()}
+        handle = h5py.File(path, "r")
     except OSError as exc:
         raise BadInput(f"cannot read feature file {path} ({exc}): corrupt or not HDF5") from exc
+    with handle:
+        try:
+            data = _validated(handle, path)
+        except (OSError, KeyError) as exc:
+            raise BadInput(f"cannot read feature file {path} ({exc}): corrupt or truncated; "
+                           "re-create it with 'sslkit extract'") from exc  # fmt: skip
+        yield data
+
+
+def _validated(handle, path: Path) -> FeatureSet:
+    """The file's labels, indices, attributes and (lazy) features, or a BadInput."""
+    missing = [name for name in ("features", "labels", "indices") if name not in handle]
+    if missing or handle.attrs.get("format") != FORMAT_TAG:
+        what = ", ".join(missing) or "format tag"
+        raise BadInput(f"{path} is not an sslkit feature file (missing {what}): "
+                       "create it with 'sslkit extract'")  # fmt: skip
+    features = DiskRows(handle["features"], path)
+    labels = handle["labels"][()]
+    indices = handle["indices"][()]
+    attrs = {k: _plain(v) for k, v in handle.attrs.items()}
     if (features.ndim != 2 or labels.ndim != 1 or indices.ndim != 1
             or not len(features) == len(labels) == len(indices)):  # fmt: skip
         raise BadInput(
@@ -151,6 +176,31 @@ def read_features(path: str | Path) -> FeatureSet:
     if len(features) == 0:
         raise BadInput(f"feature file {path} holds no features: extract a non-empty split")
     return FeatureSet(features, labels.astype(np.int64), indices.astype(np.int64), attrs)
+
+
+class DiskRows:
+    """Rows of an open feature file's ``features``, read on demand (``rows[a:b]``).
+
+    Shaped like the array it stands for (``shape``, ``ndim``, ``dtype``, ``len``); a read
+    that fails (a file truncated or changed under us) is bad input naming the file.
+    """
+
+    def __init__(self, dataset, path: Path) -> None:
+        self._dataset = dataset
+        self.path = path
+        self.shape = tuple(dataset.shape)
+        self.ndim = len(self.shape)
+        self.dtype = dataset.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        try:
+            return self._dataset[rows]
+        except OSError as exc:
+            raise BadInput(f"cannot read rows of feature file {self.path} ({exc}): corrupt or "
+                           "truncated; re-create it with 'sslkit extract'") from exc  # fmt: skip
 
 
 def _plain(value: Any) -> Any:
@@ -171,9 +221,19 @@ def read_feature_pair(train_path: str | Path, test_path: str | Path):
     for JSON results.
     """
     train, test = read_features(train_path), read_features(test_path)
+    return train, test, _pair_sources(train, test, train_path, test_path)
+
+
+@contextmanager
+def open_feature_pair(train_path: str | Path, test_path: str | Path):
+    """:func:`read_feature_pair` with both files' features left on disk (:func:`open_features`)."""
+    with open_features(train_path) as train, open_features(test_path) as test:
+        yield train, test, _pair_sources(train, test, train_path, test_path)
+
+
+def _pair_sources(train: FeatureSet, test: FeatureSet, train_path, test_path) -> dict:
     if train.dim != test.dim:
         raise BadInput(f"train features are {train.dim}-d but test features are {test.dim}-d: "
                        "extract both with the same checkpoint and layer")  # fmt: skip
-    sources = {"train": {"path": str(train_path), **train.attrs},
-               "test": {"path": str(test_path), **test.attrs}}  # fmt: skip
-    return train, test, sources
+    return {"train": {"path": str(train_path), **train.attrs},
+            "test": {"path": str(test_path), **test.attrs}}  # fmt: skip

@@ -205,3 +205,55 @@ def test_nan_features_are_bad_input():
     points[3, 2] = np.nan
     with pytest.raises(BadInput, match="NaN"):
         hierarchical_kmeans(points, [4, 2], T, _settings())
+
+
+def _normalized(points: np.ndarray) -> np.ndarray:
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("build", [hierarchical_kmeans, flat_kmeans])
+def test_streamed_rows_from_disk_equal_the_in_memory_clustering(tmp_path, build):
+    """A feature file read in 7-row blocks (PointRows over open_features) gives exactly the
+    clustering of the normalised array in memory: same sample (all points), same search."""
+    from sslkit.cluster.kmeans import PointRows
+    from sslkit.features.store import FeatureSet, open_features, write_features
+
+    points, labels = _blobs(noise=0.5)
+    write_features(tmp_path / "f.h5", FeatureSet(points, labels, np.arange(len(points)),
+                                                 {"layer": "backbone", "dataset": "blobs",
+                                                  "split": "train"}))  # fmt: skip
+    memory = build(_normalized(points), [10, 4], T, _settings())
+    with open_features(tmp_path / "f.h5") as data:
+        streamed = build(PointRows(data.features, block_rows=7), [10, 4], T, _settings())
+    for a, b in zip(memory.levels, streamed.levels, strict=True):
+        assert np.array_equal(a.assignments, b.assignments)
+        assert np.allclose(a.centroids, b.centroids, atol=1e-6)
+        assert np.allclose(a.density, b.density, atol=1e-6)
+
+
+def test_max_train_points_trains_on_a_seeded_sample_and_assigns_every_point():
+    """With max_train_points < N, training sees a seeded sample (same seed, same result),
+    and still every point gets its nearest centroid and its squared distance."""
+    from sslkit.cluster.kmeans import PointRows
+
+    points, truth = _blobs(n_per=60, noise=0.05)
+    rows = PointRows(points, normalize=False, block_rows=50)
+    first = kmeans(rows, 5, _settings(), max_train_points=40)
+    again = kmeans(rows, 5, _settings(), max_train_points=40)
+    assert np.array_equal(first.centroids, again.centroids)
+    squared = ((points[:, None, :] - first.centroids[None]) ** 2).sum(-1)
+    assert np.array_equal(first.labels, squared.argmin(1))
+    assert np.allclose(first.squared_distances, squared.min(1), rtol=1e-4, atol=1e-5)
+    assert cluster_agreement(first.labels, truth)["ami"] > 0.99  # 40 points find 5 blobs
+
+
+def test_streamed_rows_refuse_nan_blocks_and_too_many_clusters():
+    """Bad values are found in the block that holds them; k > N before anything runs."""
+    from sslkit.cluster.kmeans import PointRows
+
+    points, _ = _blobs()
+    with pytest.raises(BadInput, match="use k <= 200"):
+        hierarchical_kmeans(PointRows(points), [300], T, _settings())
+    points[150, 3] = np.inf
+    with pytest.raises(BadInput, match="NaN or infinite"):
+        kmeans(PointRows(points, block_rows=64), 4, _settings())

@@ -172,3 +172,19 @@ def test_cli_missing_feature_file(tmp_path):
     result = run_cli("cluster", "--features", tmp_path / "nope.h5", "--k", "2",
                      "--out", tmp_path / "c.h5", expect=2)  # fmt: skip
     assert "not found" in result.output and not (tmp_path / "c.h5").exists()
+
+
+def test_cli_max_train_points_samples_training_and_assigns_every_point(tmp_path):
+    """``--max-train-points 12`` trains on 12 of the 60 points, still assigns all 60 (3 blobs
+    are still found, best of 5 restarts) and records the setting in the file and the JSON."""
+    features = _feature_file(tmp_path / "f.h5")
+    run_cli("cluster", "--features", features, "--k", "3", "--max-train-points", "12",
+            "--nredo", "5", "--device", "cpu", "--out", tmp_path / "c.h5",
+            "--json", tmp_path / "r.json")  # fmt: skip
+    output = json.loads((tmp_path / "r.json").read_text())
+    assert output["max_train_points"] == 12 and output["points"] == 60
+    assert output["levels"][0]["purity"] == 1.0
+    clustering, _ = read_clusters(tmp_path / "c.h5")
+    assert len(clustering.levels[0].assignments) == 60
+    with h5py.File(tmp_path / "c.h5", "r") as handle:
+        assert handle.attrs["max_train_points"] == 12

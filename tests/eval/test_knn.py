@@ -145,3 +145,40 @@ def test_empty_features_are_bad_input():
         knn_classify(np.zeros((0, 2)), np.zeros(0), QUERIES, QUERY_LABELS, ks=[1])
     with pytest.raises(BadInput, match="non-empty"):
         knn_classify(BANK, BANK_LABELS, np.zeros((0, 2)), np.zeros(0), ks=[1])
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_bank_blocks_merge_to_the_exact_top_k(k):
+    """memory_mb=0 splits the 40-row bank into blocks of k rows: the merged neighbours are
+    the exact top-k of the whole similarity matrix (a brute-force torch.topk)."""
+    from sslkit.eval.knn import nearest_neighbours
+
+    gen = np.random.default_rng(k)
+    train = gen.normal(size=(40, 6)).astype(np.float32)
+    test = gen.normal(size=(9, 6)).astype(np.float32)
+    similarities, neighbours = nearest_neighbours(train, test, k, memory_mb=0)
+    unit = torch.nn.functional.normalize
+    exact = (unit(torch.from_numpy(test), dim=1) @ unit(torch.from_numpy(train), dim=1).t())
+    top, where = exact.topk(k, dim=1)
+    assert torch.equal(neighbours, where)
+    assert torch.allclose(similarities, top, atol=1e-6)
+
+
+def test_bank_read_from_disk_equals_in_memory(tmp_path):
+    """A bank left on disk (open_features, read block by block) gives the in-memory result."""
+    from sslkit.features.store import FeatureSet, open_feature_pair, write_features
+
+    gen = np.random.default_rng(5)
+    sets = {}
+    for name, rows in (("train", 300), ("test", 40)):
+        sets[name] = FeatureSet(gen.normal(size=(rows, 8)).astype(np.float32),
+                                gen.integers(0, 5, size=rows), np.arange(rows),
+                                {"layer": "backbone", "dataset": "x", "split": name})  # fmt: skip
+        write_features(tmp_path / f"{name}.h5", sets[name])
+    train, test = sets["train"], sets["test"]
+    memory = knn_classify(train.features, train.labels, test.features, test.labels, ks=(1, 5, 20))
+    with open_feature_pair(tmp_path / "train.h5", tmp_path / "test.h5") as (lazy, queries, _):
+        assert not isinstance(lazy.features, np.ndarray)
+        disk = knn_classify(lazy.features, lazy.labels, queries.features, queries.labels,
+                            ks=(1, 5, 20), memory_mb=0)  # fmt: skip
+    assert disk == memory
