@@ -22,6 +22,18 @@ def epoch_lr_factor(epochs: int, schedule: str, milestones: Sequence[int], gamma
     return lr_factor(train, float(epoch))
 
 
+def augmentation_generator(device: torch.device, seed: int, epoch: int) -> torch.Generator:
+    """The seeded generator of one epoch's training crops on this process.
+
+    Every process draws its own crops (rank 0 draws those of a single-process run): with one
+    seed for all ranks, image i of every rank's batch would get the same crop and flip.
+    """
+    from sslkit.engine.distributed import rank
+
+    return torch.Generator(device=device).manual_seed(seed * 1000003 + epoch
+                                                      + 7919 * 1000003 * rank())  # fmt: skip
+
+
 @dataclass
 class Accuracy:
     """Top-1 / top-5 in % over an exact test set."""

@@ -28,7 +28,13 @@ from torch import nn
 from sslkit.engine.distributed import all_reduce_mean, world_size
 from sslkit.engine.optim import LARS
 from sslkit.errors import BadInput
-from sslkit.eval.common import Accuracy, TrainState, accuracy, epoch_lr_factor
+from sslkit.eval.common import (
+    Accuracy,
+    TrainState,
+    accuracy,
+    augmentation_generator,
+    epoch_lr_factor,
+)
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,7 @@ def augmented_batches(backbone: nn.Module, dataset, transform_size: int, mean, s
     per_rank = max(1, batch_size // world_size())
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator(device=device).manual_seed(seed * 1000003 + epoch)
+        generator = augmentation_generator(device, seed, epoch)
         order = training_batches(len(dataset), per_rank, seed, epoch, rank(), world_size())
         for images, index in iterate_images(dataset, order, num_workers):
             view = make_view(to_float_rgb(images.to(device, non_blocking=True)), crop, photo,

@@ -22,7 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslkit.errors import BadInput
-from sslkit.eval.common import Accuracy, TrainState, accuracy, epoch_lr_factor
+from sslkit.eval.common import (
+    Accuracy,
+    TrainState,
+    accuracy,
+    augmentation_generator,
+    epoch_lr_factor,
+)
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,7 @@ def fine_tune(
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         network.train()
-        generator = torch.Generator(device=device).manual_seed(seed * 1000003 + epoch)
+        generator = augmentation_generator(device, seed, epoch)
         order = training_batches(len(data.train), per_rank, seed, epoch, rank(), world_size())
         total, count = 0.0, 0
         for images, index in iterate_images(data.train, order, num_workers):
