@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from sslkit.commands.common import debug_option, device_option, json_option, run_evaluation
+from sslkit.commands.common import (
+    debug_option,
+    device_option,
+    json_option,
+    report_skipped,
+    run_evaluation,
+    skip_bad_images_option,
+)
 
 PROBE_CHECKPOINT = "linear.pt"
 
@@ -58,12 +65,14 @@ def parse_milestones(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
 @click.option("--no-cache", is_flag=True, help="Always re-extract features.")
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
+@skip_bad_images_option
 @device_option
 @json_option
 @debug_option
 def linear(checkpoint, data_spec, train_path, test_path, mode, recipe, lr, epochs, batch_size,
            weight_decay, schedule, milestones, layer, arch, workdir, resume, force, seed,
-           cache_dir, no_cache, num_workers, download, device, json_path) -> None:  # fmt: skip
+           cache_dir, no_cache, num_workers, download, skip_bad_images, device,
+           json_path) -> None:  # fmt: skip
     """Train a linear classifier on a frozen encoder; top-1 / top-5 on the test split.
 
     When the training split is long-tailed (largest class >= 2x the smallest), the
@@ -95,12 +104,12 @@ def linear(checkpoint, data_spec, train_path, test_path, mode, recipe, lr, epoch
         "linear", workdir, PROBE_CHECKPOINT, resume, force, device,
         lambda env, folder: _run(env, chosen, mode, checkpoint, data_spec, train_path,
                                  test_path, layer, arch, folder, resume, seed, cache_dir,
-                                 no_cache, num_workers, download),
+                                 no_cache, num_workers, download, skip_bad_images),
         _print, json_path)  # fmt: skip
 
 
 def _run(env, recipe, mode, checkpoint, spec, train_path, test_path, layer, arch, folder, resume,
-         seed, cache_dir, no_cache, num_workers, download) -> dict:  # fmt: skip
+         seed, cache_dir, no_cache, num_workers, download, skip_bad_images) -> dict:  # fmt: skip
     from dataclasses import asdict
 
     import torch
@@ -123,7 +132,10 @@ def _run(env, recipe, mode, checkpoint, spec, train_path, test_path, layer, arch
         backbone = None
     else:
         train, test, sources, backbone, dataset, size = _from_checkpoint(
-            checkpoint, spec, layer, arch, mode, device, cache_dir, no_cache, download)
+            checkpoint, spec, layer, arch, mode, device, cache_dir, no_cache, download,
+            skip_bad_images)
+        for source in sources.values():
+            report_skipped(source["skipped_images"])
     num_classes = _num_classes(train.labels, test.labels)
     test_x = torch.from_numpy(test.features).float().to(device)
     test_y = torch.from_numpy(test.labels).to(device)
@@ -172,7 +184,8 @@ def _shot_groups(classifier, test_x, train_labels, test_labels, epoch: int) -> d
     return {"epoch": epoch, **shot_accuracy(train_labels, predictions, test_labels)}
 
 
-def _from_checkpoint(checkpoint, spec, layer, arch, mode, device, cache_dir, no_cache, download):
+def _from_checkpoint(checkpoint, spec, layer, arch, mode, device, cache_dir, no_cache, download,
+                     skip_bad_images):  # fmt: skip
     from sslkit.features.extract import load_feature_network
     from sslkit.features.service import eval_transform_for, load_dataset, split_features
 
@@ -180,15 +193,17 @@ def _from_checkpoint(checkpoint, spec, layer, arch, mode, device, cache_dir, no_
     splits = ("train", "test") if mode == "features" else ("test",)
     parts, sources = split_features(network, spec, splits, device, cache_dir=cache_dir,
                                     use_cache=not no_cache, download=download,
-                                    normalized=False)  # fmt: skip
+                                    normalized=False,
+                                    skip_bad_images=skip_bad_images)  # fmt: skip
     test = parts[-1]
     if mode == "features":
         return parts[0], test, sources, None, None, None
-    dataset = load_dataset(spec, "train", network, download)
+    dataset = load_dataset(spec, "train", network, download, skip_bad_images)
     size = eval_transform_for(network, dataset).size
     sources["train"] = {**network.provenance(), "dataset": dataset.spec, "split": "train",
                         "dataset_fingerprint": dataset.fingerprint(), "augmented": True,
-                        "transform": f"random-resized-crop{size}(0.08-1)+flip"}  # fmt: skip
+                        "transform": f"random-resized-crop{size}(0.08-1)+flip",
+                        "skipped_images": list(dataset.skipped_images)}  # fmt: skip
     backbone = network.network.to(device).eval()
     return dataset, test, sources, backbone, dataset, size  # its images are embedded per epoch
 

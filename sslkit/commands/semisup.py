@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from sslkit.commands.common import debug_option, device_option, json_option, run_evaluation
+from sslkit.commands.common import (
+    debug_option,
+    device_option,
+    json_option,
+    report_skipped,
+    run_evaluation,
+    skip_bad_images_option,
+)
 from sslkit.commands.linear import parse_milestones
 
 STATE_FILE = "semisup.pt"
@@ -43,12 +50,13 @@ STATE_FILE = "semisup.pt"
               help="Seed of the subset draw, batch order and augmentation.")
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
+@skip_bad_images_option
 @device_option
 @json_option
 @debug_option
 def semisup(checkpoint, data_spec, fraction, subset_file, recipe, epochs, backbone_lr, head_lr,
             batch_size, weight_decay, milestones, eval_every, arch, workdir, resume, force, seed,
-            num_workers, download, device, json_path) -> None:  # fmt: skip
+            num_workers, download, skip_bad_images, device, json_path) -> None:  # fmt: skip
     """Fine-tune encoder + linear head on 1 % / 10 % of the labels; top-1 / top-5.
 
     \b
@@ -69,12 +77,13 @@ def semisup(checkpoint, data_spec, fraction, subset_file, recipe, epochs, backbo
     run_evaluation(
         "semisup", workdir, STATE_FILE, resume, force, device,
         lambda env, folder: _run(env, chosen, checkpoint, data_spec, fraction, subset_file,
-                                 eval_every, arch, folder, resume, seed, num_workers, download),
+                                 eval_every, arch, folder, resume, seed, num_workers, download,
+                                 skip_bad_images),
         _print, json_path)  # fmt: skip
 
 
 def _run(env, recipe, checkpoint, spec, fraction, subset_file, eval_every, arch, folder, resume,
-         seed, num_workers, download) -> dict:  # fmt: skip
+         seed, num_workers, download, skip_bad_images) -> dict:  # fmt: skip
     import hashlib
     from dataclasses import asdict
 
@@ -93,8 +102,10 @@ def _run(env, recipe, checkpoint, spec, fraction, subset_file, eval_every, arch,
     from sslkit.features.service import eval_transform_for, load_dataset
 
     network = load_feature_network(checkpoint, "backbone", arch)
-    train = load_dataset(spec, "train", network, download)
-    test = load_dataset(spec, "test", network, download)
+    train = load_dataset(spec, "train", network, download, skip_bad_images)
+    test = load_dataset(spec, "test", network, download, skip_bad_images)
+    for split in (train, test):
+        report_skipped(split.skipped_images)
     if (train.labels < 0).any() or (test.labels < 0).any():
         raise BadInput(f"{spec} has unlabelled images (-1): semisup needs labels")
     indices = (subset_from_file(train, subset_file) if subset_file
@@ -128,7 +139,9 @@ def _run(env, recipe, checkpoint, spec, fraction, subset_file, eval_every, arch,
         "num_classes": num_classes, "result": summary(tested), "history": state.history,
         "inputs": {**network.provenance(), "dataset": train.spec,
                    "train_fingerprint": train.fingerprint(),
-                   "test_fingerprint": test.fingerprint()},
+                   "test_fingerprint": test.fingerprint(),
+                   "skipped_images": {"train": list(train.skipped_images),
+                                      "test": list(test.skipped_images)}},
     }  # fmt: skip
 
 

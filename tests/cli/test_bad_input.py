@@ -81,6 +81,31 @@ def test_skip_bad_images_in_pretrain_and_extract(tmp_path, digits_run):
     assert extracted["rows"] == 12 and len(extracted["skipped_images"]) == 3
 
 
+def test_skip_bad_images_in_linear_and_semisup(tmp_path, digits_run):
+    """The evaluations that read images take --skip-bad-images too: bad training and test
+    images are left out, counted on stderr and listed in the JSON."""
+    root = tmp_path / "images"
+    bad = _add_bad_images(_image_folder(root / "train"))
+    _image_folder(root / "test", per_class=3)
+    (root / "test" / "cat" / "empty.png").write_bytes(b"")
+    checkpoint = digits_run / "checkpoint.pt"
+    probe = run_cli("linear", "--checkpoint", checkpoint, "--data", f"imagefolder:{root}",
+                    "--epochs", "1", "--batch-size", "4", "--lr", "0.001", "--no-cache",
+                    "--skip-bad-images", "--json", tmp_path / "linear.json")  # fmt: skip
+    assert "skipped 3 unreadable image(s)" in probe.output
+    assert "skipped 1 unreadable image(s)" in probe.output
+    inputs = json.loads((tmp_path / "linear.json").read_text())["inputs"]
+    names = sorted(Path(s.split(":")[0]).name for s in inputs["train"]["skipped_images"])
+    assert names == bad and len(inputs["test"]["skipped_images"]) == 1
+    semi = run_cli("semisup", "--checkpoint", checkpoint, "--data", f"imagefolder:{root}",
+                   "--labels", "0.5", "--epochs", "1", "--batch-size", "4",
+                   "--skip-bad-images", "--json", tmp_path / "semisup.json")  # fmt: skip
+    assert "skipped 3 unreadable image(s)" in semi.output
+    result = json.loads((tmp_path / "semisup.json").read_text())
+    assert result["labelled"]["images"] == 6  # half of the 12 good training images
+    assert len(result["inputs"]["skipped_images"]["test"]) == 1
+
+
 def test_folder_of_only_unreadable_images(tmp_path, digits_run):
     """--skip-bad-images with nothing decodable is bad input, not an empty dataset."""
     for cls in ("a", "b"):
