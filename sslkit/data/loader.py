@@ -32,9 +32,14 @@ def training_batches(
     return [order[s, rank] for s in range(steps)]
 
 
+def extraction_bounds(size: int, world_size: int) -> np.ndarray:
+    """Rank r extracts rows ``bounds[r]:bounds[r + 1]`` of ``range(size)``."""
+    return np.linspace(0, size, world_size + 1).astype(np.int64)
+
+
 def extraction_batches(size: int, batch: int, rank: int, world_size: int) -> list[np.ndarray]:
     """This rank's contiguous share of ``range(size)`` in batches (no padding, no repeats)."""
-    bounds = np.linspace(0, size, world_size + 1).astype(np.int64)
+    bounds = extraction_bounds(size, world_size)
     mine = np.arange(bounds[rank], bounds[rank + 1])
     return [mine[i : i + batch] for i in range(0, len(mine), batch)]
 

@@ -37,6 +37,14 @@ def provenance_of(network: FeatureNetwork, dataset: ImageDataset, transform: Eva
     }
 
 
+def feature_module(network: FeatureNetwork, device: torch.device) -> torch.nn.Module:
+    """The network on ``device`` (channels_last on CUDA), ready to embed batches."""
+    module = network.network.to(device)
+    if device.type == "cuda":
+        module = module.to(memory_format=torch.channels_last)
+    return module
+
+
 def compute_features(
     network: FeatureNetwork,
     dataset: ImageDataset,
@@ -47,9 +55,7 @@ def compute_features(
 ) -> FeatureSet:
     """Embed a dataset split (L2-normalised rows unless ``normalized=False``) with provenance."""
     transform = eval_transform_for(network, dataset)
-    module = network.network.to(device)
-    if device.type == "cuda":
-        module = module.to(memory_format=torch.channels_last)
+    module = feature_module(network, device)
     features = embed_dataset(module, dataset, transform, device, batch_size, num_workers,
                              normalize_rows=normalized)  # fmt: skip
     labels, indices = labels_and_indices(dataset)

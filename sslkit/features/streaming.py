@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from sslkit.data.base import ImageDataset
-from sslkit.data.loader import extraction_batches
+from sslkit.data.loader import extraction_batches, extraction_bounds
 from sslkit.engine.distributed import DistEnv, barrier
 from sslkit.features.extract import FeatureNetwork, embedded_batches, labels_and_indices
-from sslkit.features.service import eval_transform_for, provenance_of
+from sslkit.features.service import eval_transform_for, feature_module, provenance_of
 from sslkit.features.store import FeatureWriter, chunk_rows
 from sslkit.utils.atomic import TMP_MARKER
 
@@ -45,9 +44,7 @@ def write_dataset_features(
     """
     out = Path(out)
     transform = eval_transform_for(network, dataset)
-    module = network.network.to(env.device)
-    if env.device.type == "cuda":
-        module = module.to(memory_format=torch.channels_last)
+    module = feature_module(network, env.device)
     provenance = provenance_of(network, dataset, transform, normalized)
     labels, indices = labels_and_indices(dataset)
     batches = extraction_batches(len(dataset), batch_size, env.rank, env.world_size)
@@ -60,7 +57,7 @@ def write_dataset_features(
                 if progress is not None:
                     progress(len(positions))
         return {"rows": len(labels), "dim": writer.dim, "attrs": provenance}
-    shard = out.with_name(f"{TMP_MARKER}{out.name}.shard{env.rank}.h5")
+    shard = _shard_path(out, env.rank)
     dim = 0
     try:
         _write_shard(shard, blocks, half, progress)
@@ -103,10 +100,9 @@ def _copy_shards(writer: FeatureWriter, out: Path, world_size: int, size: int,
     """Rank 0: every rank's shard into its rows of the output, a chunk at a time."""
     import h5py
 
-    bounds = np.linspace(0, size, world_size + 1).astype(np.int64)
+    bounds = extraction_bounds(size, world_size)
     for rank in range(world_size):
-        shard = out.with_name(f"{TMP_MARKER}{out.name}.shard{rank}.h5")
-        with h5py.File(shard, "r") as handle:
+        with h5py.File(_shard_path(out, rank), "r") as handle:
             if "features" not in handle:
                 continue
             data = handle["features"]
@@ -116,3 +112,8 @@ def _copy_shards(writer: FeatureWriter, out: Path, world_size: int, size: int,
             step = max(batch_size, chunk_rows(data.shape[1], data.dtype.itemsize))
             for start in range(0, data.shape[0], step):
                 writer.write(int(bounds[rank]) + start, data[start : start + step])
+
+
+def _shard_path(out: Path, rank: int) -> Path:
+    """Rank ``rank``'s temporary shard beside ``out`` (a temp name: cleaned up if left)."""
+    return out.with_name(f"{TMP_MARKER}{out.name}.shard{rank}.h5")
