@@ -70,6 +70,9 @@ class SslkitGroup(click.Group):
 
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a bad option value or a typo: one line, exit 2
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            raise BadInputError(f"{exc.format_message()} (see '{where} --help')") from exc
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except BadInput as exc:
