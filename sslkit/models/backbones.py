@@ -16,6 +16,7 @@ doubling as usual; the parameter names stay torchvision's, only the shapes chang
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import torch
@@ -73,14 +74,25 @@ ARCHS: dict[str, Callable[[], nn.Module]] = {
     "resnet50-small": lambda: _resnet(50, "small"),
     "resnet18-w32": lambda: _resnet(18, "imagenet", width=32),
     "resnet18-small-w32": lambda: _resnet(18, "small", width=32),
+    "resnet18-cifar-w32": lambda: _resnet(18, "cifar", width=32),
 }
+_ARCH_NAME = re.compile(r"resnet(?P<depth>18|34|50)(-(?P<stem>cifar|small))?(-w(?P<width>\d+))?")
 
 
 def build_backbone(arch: str) -> nn.Module:
-    """Build a backbone by name; its output dimension is ``backbone.feature_dim``."""
-    if arch not in ARCHS:
-        raise BadInput(f"unknown architecture '{arch}': known are {', '.join(sorted(ARCHS))}")
-    return ARCHS[arch]()
+    """Build a backbone by name; its output dimension is ``backbone.feature_dim``.
+
+    Besides the named :data:`ARCHS`, any ``resnet{18,34,50}[-cifar|-small][-wN]`` with
+    8 <= N <= 128 is accepted (e.g. ``resnet18-cifar-w16``).
+    """
+    if arch in ARCHS:
+        return ARCHS[arch]()
+    found = _ARCH_NAME.fullmatch(arch)
+    width = int(found.group("width") or 64) if found else 0
+    if found is None or not 8 <= width <= 128:
+        raise BadInput(f"unknown architecture '{arch}': known are {', '.join(sorted(ARCHS))}, "
+                       "or resnet{18,34,50}[-cifar|-small][-wN] with N in 8..128")  # fmt: skip
+    return _resnet(int(found.group("depth")), found.group("stem") or "imagenet", width)
 
 
 def default_arch(image_size: int) -> str:
