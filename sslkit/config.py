@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,26 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: The package that holds the recipes: the repository's ``configs/``, mapped into sslkit.
+RECIPES_PACKAGE = "sslkit.configs"
+
+
 def recipes_dir() -> Path:
-    """The ``configs/`` folder shipped with sslkit (recipes ``<method>/<dataset>.yaml``)."""
-    return Path(__file__).resolve().parent.parent / "configs"
+    """The folder of the recipes shipped with sslkit (``<method>/<dataset>.yaml``, and
+    ``detectron2/``), found through importlib.resources in wheel and editable installs."""
+    folder = resources.files(RECIPES_PACKAGE)
+    if not isinstance(folder, Path):  # a zipped install: the recipes are no plain files
+        raise RuntimeError(f"{RECIPES_PACKAGE} is not a folder ({folder}): install sslkit "
+                           "with pip, which unpacks it")  # fmt: skip
+    return folder
+
+
+def recipe_names(method: str | None = None) -> list[str]:
+    """The shipped recipes as ``--config`` names (``moco/digits``, ...), of one method or all
+    (detectron2's configs are not recipes)."""
+    pattern = f"{method}/*.yaml" if method else "*/*.yaml"
+    paths = recipes_dir().glob(pattern)
+    return sorted(f"{p.parent.name}/{p.stem}" for p in paths if p.parent.name != "detectron2")
 
 
 def find_recipe(method: str, dataset: str) -> Path | None:
@@ -59,14 +77,28 @@ def find_recipe(method: str, dataset: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def missing_config(path: Path) -> BadInput:
+    """The error for a ``--config`` that is neither a file nor a shipped recipe: it names the
+    recipes of the method it starts with (or all methods that have some) and their folder."""
+    method = path.parts[0] if len(path.parts) in (1, 2) and not path.suffix else None
+    names = recipe_names(method) if method else []
+    if names:
+        known = f"the {method} recipes are {', '.join(names)}"
+    else:
+        methods = sorted({name.split("/")[0] for name in recipe_names()})
+        known = f"e.g. moco/fashion-mnist; methods with recipes: {', '.join(methods)}"
+    return BadInput(f"config file {path} not found: pass a YAML file or the name of a recipe "
+                    f"shipped with sslkit ({known}; their files are in "
+                    f"{recipes_dir()})")  # fmt: skip
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file; missing files and non-mappings are bad input."""
     path = Path(path)
     if not path.is_file():
         named = recipes_dir() / f"{path}.yaml" if not path.suffix else None
         if named is None or not named.is_file():
-            raise BadInput(f"config file {path} not found: pass a YAML file or a recipe name "
-                           f"like moco/fashion-mnist (see {recipes_dir()})")  # fmt: skip
+            raise missing_config(path)
         path = named
     try:
         data = yaml.safe_load(path.read_text()) or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 
 import pytest
 
@@ -14,6 +15,8 @@ from sslkit.config import (
     method_config,
     method_defaults,
     parse_set,
+    recipe_names,
+    recipes_dir,
     resolve,
 )
 from sslkit.errors import BadInput
@@ -195,3 +198,23 @@ def test_shipped_recipe_by_name_resolves():
     assert find_recipe("moco", "digits") is not None and find_recipe("moco", "nope") is None
     config = resolve(MoCo, recipe)
     assert config["method"]["queue_size"] == recipe["method"]["queue_size"]
+
+
+def test_recipes_are_package_resources():
+    """The recipes are the package sslkit.configs (importlib.resources), detectron2's too."""
+    assert recipes_dir() == resources.files("sslkit.configs")
+    assert (recipes_dir() / "hcsc" / "digits.yaml").is_file()
+    assert (recipes_dir() / "detectron2" / "voc0712_R50-C4_24k.yaml").is_file()
+    assert {"moco/digits", "hcsc/imagenet-200ep"} <= set(recipe_names())
+    assert not any(name.startswith("detectron2/") for name in recipe_names())
+
+
+def test_unknown_recipe_names_the_method_recipes():
+    """A recipe name that is not shipped: the method's recipes and their folder are named."""
+    with pytest.raises(BadInput) as error:
+        load_yaml("hcsc/imagenet-20")
+    message = str(error.value)
+    assert "hcsc/imagenet-200ep" in message and "hcsc/digits" in message
+    assert "moco/" not in message and str(recipes_dir()) in message
+    with pytest.raises(BadInput, match=r"methods with recipes: .*hcsc.*moco"):
+        load_yaml("nomethod/digits")

@@ -33,7 +33,8 @@ DETECTRON2_WARMUP_ITERS = 1000  # detectron2's default SOLVER.WARMUP_ITERS
 
 
 def configs_dir() -> Path:
-    """The folder of the shipped detectron2 configs."""
+    """The folder of the shipped detectron2 configs (``detectron2/`` of the recipes folder:
+    the repository's ``configs/detectron2/``, ``sslkit/configs/detectron2/`` when installed)."""
     from sslkit.config import recipes_dir
 
     return recipes_dir() / "detectron2"
