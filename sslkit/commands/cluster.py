@@ -12,7 +12,7 @@ from sslkit.commands.knn import parse_ks
 if TYPE_CHECKING:
     import numpy as np
 
-    from sslkit.cluster.kmeans import Clustering, PointRows
+    from sslkit.clustering.kmeans import Clustering, PointRows
 
 
 @click.command()
@@ -65,14 +65,14 @@ def cluster(features_path, ks, hierarchical, niter, nredo, seed, spherical, no_n
 
     import numpy as np
 
-    from sslkit.cluster.kmeans import (
+    from sslkit.clustering.kmeans import (
         KMeansSettings,
         PointRows,
         flat_kmeans,
         hierarchical_kmeans,
     )
-    from sslkit.cluster.metrics import cluster_agreement
-    from sslkit.cluster.store import write_clusters
+    from sslkit.clustering.metrics import cluster_agreement
+    from sslkit.clustering.store import write_clusters
     from sslkit.errors import BadInput
     from sslkit.features.store import open_features
     from sslkit.utils.atomic import sha256_file
@@ -142,7 +142,7 @@ def _plot(points: PointRows, clustering: Clustering, levels: list[dict],
     """t-SNE picture of the finest level (most clusters) and the labels; what was drawn."""
     from pathlib import Path
 
-    from sslkit.cluster.plot import plot_clusters, sample_rows
+    from sslkit.clustering.plot import plot_clusters, sample_rows
 
     finest = max(range(len(levels)), key=lambda depth: (levels[depth]["k"], -depth))
     row = levels[finest]

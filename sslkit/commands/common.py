@@ -59,7 +59,7 @@ def run_evaluation(name: str, workdir: str | None, state_file: str, resume: bool
     import time
     from pathlib import Path
 
-    from sslkit.engine import distributed
+    from sslkit import distributed
     from sslkit.errors import BadInput
     from sslkit.utils.jsonout import write_json
 

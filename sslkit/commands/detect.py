@@ -67,8 +67,8 @@ def detect(task, checkpoint, datasets_root, config_name, workdir, num_gpus, iter
     import time
     from pathlib import Path
 
-    from sslkit.detect.configs import DEFAULT_CONFIG
-    from sslkit.detect.pipeline import RESULT_FILE, DetectRequest, run_detect
+    from sslkit.detection.configs import DEFAULT_CONFIG
+    from sslkit.detection.pipeline import RESULT_FILE, DetectRequest, run_detect
     from sslkit.utils.jsonout import write_json
 
     started = time.perf_counter()
@@ -96,7 +96,7 @@ def _num_gpus(value: int | None) -> int:
 
 def _print(output: dict, json_path: str | None) -> None:
     from sslkit.commands.common import print_table
-    from sslkit.detect.launch import METRICS
+    from sslkit.detection.launch import METRICS
 
     stderr = json_path == "-"
     for note in output["notes"]:

@@ -48,7 +48,7 @@ def extract(checkpoint, data_spec, split, layer, out_path, arch, batch_size, num
           --split test --out test.h5
       torchrun --nproc-per-node 4 -m sslkit extract --checkpoint C --data SPEC --out F.h5
     """
-    from sslkit.engine import distributed
+    from sslkit import distributed
     from sslkit.errors import BadInput
     from sslkit.features.extract import load_feature_network
     from sslkit.features.service import load_dataset

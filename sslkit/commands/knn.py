@@ -77,7 +77,7 @@ def knn(train_path, test_path, checkpoint, data_spec, layer, arch, ks, temperatu
     """
     import time
 
-    from sslkit.engine.distributed import choose_device
+    from sslkit.distributed import choose_device
     from sslkit.errors import BadInput
     from sslkit.eval.knn import cached_knn_classify, knn_classify
     from sslkit.utils.jsonout import write_json

@@ -169,7 +169,7 @@ def resolve_run(method_name, data_spec, config_file, arch, epochs, batch_size, l
 def run_pretrain(**params) -> dict | None:
     """``sslkit pretrain`` in this process (one worker of it under torchrun or submitit);
     the summary on rank 0."""
-    from sslkit.engine import distributed
+    from sslkit import distributed
     from sslkit.engine.checkpointing import CHECKPOINT_NAME
     from sslkit.engine.trainer import Trainer
     from sslkit.utils.jsonout import write_json

@@ -116,7 +116,7 @@ def transfer(task, checkpoint, train_dir, test_dir, val_dir, data_root, protocol
     """
     import time
 
-    from sslkit.engine.distributed import choose_device
+    from sslkit.distributed import choose_device
     from sslkit.eval.linear import resolve_recipe
     from sslkit.features.extract import load_feature_network
     from sslkit.utils.jsonout import write_json

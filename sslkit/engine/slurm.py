@@ -49,7 +49,7 @@ def master_port(job_id: str) -> int:
 
 def distributed_env(global_rank: int, local_rank: int, num_tasks: int, num_nodes: int,
                     hostnames: list[str], job_id: str) -> dict[str, str]:  # fmt: skip
-    """The torchrun variables ``sslkit.engine.distributed.setup`` reads, for one task."""
+    """The torchrun variables ``sslkit.distributed.setup`` reads, for one task."""
     return {
         "RANK": str(global_rank),
         "LOCAL_RANK": str(local_rank),

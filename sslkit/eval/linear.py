@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslkit.engine.distributed import all_reduce_mean, world_size
+from sslkit.distributed import all_reduce_mean, world_size
 from sslkit.engine.optim import LARS
 from sslkit.errors import BadInput
 from sslkit.eval.common import (
@@ -193,7 +193,7 @@ def augmented_batches(backbone: nn.Module, dataset, transform_size: int, mean, s
     """
     from sslkit.data.loader import iterate_images, training_batches
     from sslkit.data.views import CropSpec, Photometric, make_view, to_float_rgb
-    from sslkit.engine.distributed import rank
+    from sslkit.distributed import rank
 
     crop = CropSpec(size=transform_size, scale=(0.08, 1.0))
     photo = Photometric(flip_prob=0.5, jitter_prob=0.0, grayscale_prob=0.0)

@@ -180,7 +180,7 @@ def fine_tune(
     """
     from sslkit.data.loader import iterate_images, training_batches
     from sslkit.data.views import CropSpec, Photometric, make_view, to_float_rgb
-    from sslkit.engine.distributed import rank, world_size
+    from sslkit.distributed import rank, world_size
 
     model = model.to(device)
     optimizer = make_optimizer(recipe, model, fraction)
@@ -244,7 +244,7 @@ def evaluate(model: Classifier, data: FineTuneData, device: torch.device) -> Acc
 
 def _distributed(model: Classifier, device: torch.device) -> nn.Module:
     """DDP (with SyncBatchNorm on CUDA) when several processes run; the model otherwise."""
-    from sslkit.engine.distributed import world_size
+    from sslkit.distributed import world_size
 
     if world_size() == 1:
         return model

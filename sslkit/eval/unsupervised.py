@@ -59,7 +59,7 @@ def view_agreement_nmi(first: np.ndarray, second: np.ndarray, clusters: int,
     """NMI (geometric normalisation) between k-means clusterings of the two views."""
     from sklearn.metrics import normalized_mutual_info_score
 
-    from sslkit.cluster.kmeans import KMeansSettings, kmeans
+    from sslkit.clustering.kmeans import KMeansSettings, kmeans
 
     settings = KMeansSettings(niter=20, nredo=1, seed=seed, spherical=True)
     labels_first = kmeans(first, clusters, settings).labels

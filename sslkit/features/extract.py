@@ -15,7 +15,7 @@ from torch import nn
 from sslkit.data.base import ImageDataset
 from sslkit.data.loader import extraction_batches, iterate_images
 from sslkit.data.views import eval_transform
-from sslkit.engine.distributed import all_gather_variable, rank, world_size
+from sslkit.distributed import all_gather_variable, rank, world_size
 from sslkit.errors import BadInput
 from sslkit.models.checkpoint import LoadedEncoder, load_encoder
 

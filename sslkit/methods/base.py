@@ -28,7 +28,7 @@ from torch import nn
 
 from sslkit.data.base import DataInfo
 from sslkit.data.views import ViewSpec, view_spec_from_config
-from sslkit.engine.distributed import DistEnv
+from sslkit.distributed import DistEnv
 
 
 @dataclass

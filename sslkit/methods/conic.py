@@ -38,7 +38,7 @@ from torch import nn
 
 from sslkit.data.base import DataInfo
 from sslkit.data.views import ViewSpec, view_spec_from_config
-from sslkit.engine.distributed import all_gather_concat
+from sslkit.distributed import all_gather_concat
 from sslkit.errors import BadInput
 from sslkit.methods.base import COMMON_AUGMENT, Batch, Method, StepContext, hp
 from sslkit.nn.heads import mlp_head

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
 from sslkit.data.views import ViewSpec, multi_crop_view_spec, view_spec_from_config
-from sslkit.engine.distributed import all_gather_concat
+from sslkit.distributed import all_gather_concat
 from sslkit.errors import BadInput
 from sslkit.methods.base import Batch, StepContext, hp
 from sslkit.methods.prototypical import Prototypes, PrototypicalMoCo, clustering_from_levels
@@ -110,7 +110,7 @@ class HCSC(PrototypicalMoCo):
     # -- E-step --------------------------------------------------------------------------
     def cluster_features(self, features: torch.Tensor) -> list[Prototypes]:
         """Bottom-up hierarchical k-means with concentrations (``hcsc.md`` §4.1)."""
-        from sslkit.cluster.kmeans import KMeansSettings, hierarchical_kmeans
+        from sslkit.clustering.kmeans import KMeansSettings, hierarchical_kmeans
 
         settings = KMeansSettings(niter=self.config.kmeans_niter, nredo=self.config.kmeans_nredo,
                                   seed=0)  # fmt: skip

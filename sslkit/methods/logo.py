@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslkit.engine.distributed import all_reduce_gradients
+from sslkit.distributed import all_reduce_gradients
 from sslkit.errors import BadInput
 from sslkit.methods.addons import AddOn, Recorded
 from sslkit.methods.base import Batch, EpochContext, Method, StepContext, hp

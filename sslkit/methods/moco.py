@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
 from sslkit.data.views import ViewSpec, view_spec_from_config
-from sslkit.engine.distributed import (
+from sslkit.distributed import (
     all_gather_concat,
     shuffle_across_ranks,
     unshuffle_across_ranks,

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
 from sslkit.data.views import ViewSpec, view_spec_from_config
-from sslkit.engine.distributed import all_reduce_mean
+from sslkit.distributed import all_reduce_mean
 from sslkit.errors import BadInput
 from sslkit.methods.base import COMMON_AUGMENT, Batch, Method, StepContext, hp
 from sslkit.nn.heads import HEAD_KINDS, EncoderWithHead, build_head

@@ -5,7 +5,7 @@ the training set are clustered M times by k-means (k_m clusters, seed m) with PC
 per-prototype concentration; every step adds, for each clustering, an InfoNCE of the
 query against its own prototype and ``r`` sampled negative prototypes, each logit divided
 by the concentration of its prototype. Loss = InfoNCE + mean over clusterings. The
-clustering, concentration and InfoNCE are the shared ones (``sslkit.cluster.kmeans``,
+clustering, concentration and InfoNCE are the shared ones (``sslkit.clustering.kmeans``,
 ``sslkit.nn``), as HCSC uses. Specification: ``shared/methods/pcl.md``.
 
 Differences from the authors' code, on purpose (pcl.md §4.3):
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
-from sslkit.engine.distributed import all_gather_concat
+from sslkit.distributed import all_gather_concat
 from sslkit.errors import BadInput
 from sslkit.methods.base import Batch, StepContext, hp
 from sslkit.methods.prototypical import Prototypes, PrototypicalMoCo, clustering_from_levels
@@ -93,7 +93,7 @@ class PCL(PrototypicalMoCo):
 
     def cluster_features(self, features: torch.Tensor) -> list[Prototypes]:
         """k-means for every k (seed = its position), concentrations (``pcl.md`` §4.1)."""
-        from sslkit.cluster.kmeans import KMeansSettings, flat_kmeans
+        from sslkit.clustering.kmeans import KMeansSettings, flat_kmeans
 
         settings = KMeansSettings(niter=self.config.kmeans_niter, nredo=self.config.kmeans_nredo,
                                   seed=0)  # fmt: skip

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sslkit.engine.distributed import broadcast_
+from sslkit.distributed import broadcast_
 from sslkit.methods.base import EpochContext, hp
 from sslkit.methods.moco import MoCo
 
@@ -41,7 +41,7 @@ class Prototypes:
 
 
 def clustering_from_levels(levels, device: torch.device) -> list[Prototypes]:
-    """:class:`Prototypes` on ``device`` from ``sslkit.cluster.kmeans.ClusterLevel``s."""
+    """:class:`Prototypes` on ``device`` from ``sslkit.clustering.kmeans.ClusterLevel``s."""
 
     def tensor(array):
         return None if array is None else torch.from_numpy(array).to(device)

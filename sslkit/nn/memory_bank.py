@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslkit.engine.distributed import all_gather_concat
+from sslkit.distributed import all_gather_concat
 from sslkit.errors import BadInput
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sslkit.cluster import kmeans
+from sslkit.clustering import kmeans
 from sslkit.features.store import FeatureSet, write_features
 from tests.conftest import QUICK_MOCO, run_cli
 

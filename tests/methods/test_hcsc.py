@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
-from sslkit.engine.distributed import DistEnv
+from sslkit.distributed import DistEnv
 from sslkit.errors import BadInput
 from sslkit.methods.base import Batch, EpochContext, StepContext
 from sslkit.methods.hcsc import HCSC, PAPER_LOCAL_CROPS, Prototypes, _with_parent_tables

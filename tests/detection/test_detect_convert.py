@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from sslkit.detect.convert import (
+from sslkit.detection.convert import (
     check_backbone,
     convert_state,
     detectron2_name,

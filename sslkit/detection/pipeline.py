@@ -61,10 +61,10 @@ def write_command(command: str, path: Path) -> Path:
 
 def prepare(request: DetectRequest) -> dict[str, Any]:
     """Export the weights, write the config and the command; what was written."""
-    from sslkit.detect.configs import build_config, get_key, write_config
-    from sslkit.detect.convert import EXPORTABLE_ARCHS, read_backbone, write_backbone
-    from sslkit.detect.datasets import resolve_datasets
-    from sslkit.detect.launch import launch_command
+    from sslkit.detection.configs import build_config, get_key, write_config
+    from sslkit.detection.convert import EXPORTABLE_ARCHS, read_backbone, write_backbone
+    from sslkit.detection.datasets import resolve_datasets
+    from sslkit.detection.launch import launch_command
 
     workdir = request.workdir
     loaded = read_backbone(request.checkpoint, request.arch)
@@ -106,7 +106,7 @@ def _where(spec: dict[str, Any]) -> str:
 
 def run_detect(request: DetectRequest) -> dict[str, Any]:
     """Everything ``sslkit detect`` does; the JSON-ready output (runs, mean and std)."""
-    from sslkit.detect.launch import check_gpus, require_detectron2, run_seeds, validate_config
+    from sslkit.detection.launch import check_gpus, require_detectron2, run_seeds, validate_config
 
     if not request.dry_run:
         require_detectron2()

@@ -9,9 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from sslkit.cluster.kmeans import KMeansSettings, hierarchical_kmeans
-from sslkit.cluster.metrics import cluster_agreement
-from sslkit.cluster.store import FORMAT_TAG, read_clusters, write_clusters
+from sslkit.clustering.kmeans import KMeansSettings, hierarchical_kmeans
+from sslkit.clustering.metrics import cluster_agreement
+from sslkit.clustering.store import FORMAT_TAG, read_clusters, write_clusters
 from sslkit.errors import BadInput
 from sslkit.features.store import FeatureSet, write_features
 from tests.conftest import run_cli
