@@ -9,7 +9,7 @@ import click
 from sslkit.cli import debug_option
 
 __all__ = ["debug_option", "device_option", "json_option", "seed_option", "print_table",
-           "skip_bad_images_option", "report_skipped"]
+           "skip_bad_images_option", "report_skipped", "shot_table", "CommaList"]
 
 device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -28,6 +28,29 @@ skip_bad_images_option = click.option(
 )  # fmt: skip
 
 
+class CommaList(click.ParamType):
+    """Comma-separated numbers: ``"10,20,100,200"`` -> ``(10, 20, 100, 200)``."""
+
+    name = "list"
+
+    def __init__(self, kind: type = int, positive: bool = True, example: str = "10,20") -> None:
+        self.kind, self.positive, self.example = kind, positive, example
+
+    def convert(self, value: Any, param, ctx) -> tuple:
+        """Parse the text (a tuple, e.g. a default already parsed, passes through)."""
+        if isinstance(value, tuple):
+            return value
+        try:
+            items = tuple(self.kind(part) for part in str(value).split(",") if part.strip())
+        except ValueError:
+            items = ()
+        if not items or (self.positive and min(items) <= 0) or min(items) < 0:
+            what = "integers" if self.kind is int else "numbers"
+            what = f"positive {what}" if self.positive else what
+            self.fail(f"use comma-separated {what}, e.g. {self.example}", param, ctx)
+        return items
+
+
 def report_skipped(skipped: list[str] | tuple[str, ...]) -> None:
     """One stderr line on the images ``--skip-bad-images`` left out (nothing when none)."""
     if skipped:
@@ -35,47 +58,25 @@ def report_skipped(skipped: list[str] | tuple[str, ...]) -> None:
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]], to_stderr: bool) -> None:
-    """A rich table for people (on stderr when JSON goes to stdout)."""
+    """A rich table for people (on stderr when JSON goes to stdout); cells are plain text
+    (a ``[`` in a path or a description is not rich markup) and floats have two decimals."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
+    table = Table(title=Text(title))
     for column in columns:
-        table.add_column(column)
+        table.add_column(Text(column))
     for row in rows:
-        table.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row])
+        table.add_row(*[Text(f"{v:.2f}" if isinstance(v, float) else str(v)) for v in row])
     Console(stderr=to_stderr).print(table)
 
 
-def run_evaluation(name: str, workdir: str | None, state_file: str, resume: bool, force: bool,
-                   device: str, run, report, json_path: str | None) -> None:  # fmt: skip
-    """The frame shared by the training evaluations (``linear``, ``semisup``).
-
-    Refuses to overwrite a workdir's state without ``--resume``/``--force``, joins the
-    process group under torchrun, calls ``run(env, folder) -> dict``, adds the wall time,
-    and on rank 0 writes ``WORKDIR/<name>.json``, prints ``report(output, json_path)`` and
-    the ``--json`` output.
-    """
-    import time
-    from pathlib import Path
-
-    from sslkit import distributed
-    from sslkit.errors import BadInput
-    from sslkit.utils.jsonout import write_json
-
-    started = time.perf_counter()
-    folder = Path(workdir) if workdir else None
-    if folder is not None and (folder / state_file).exists() and not (resume or force):
-        raise BadInput(f"{folder} already holds a {name} run: pass --resume to continue it "
-                       "or --force to start over")  # fmt: skip
-    env = distributed.setup(device)
-    try:
-        output = run(env, folder)
-    finally:
-        distributed.teardown()
-    output["seconds"] = round(time.perf_counter() - started, 3)
-    if env.is_main:
-        if folder is not None:
-            write_json(output, str(folder / f"{name}.json"))
-        report(output, json_path)
-        write_json(output, json_path)
+def shot_table(groups: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of the many / medium / few-shot table: classes and top-1 % per group."""
+    many, few = groups["many_above"], groups["few_below"]
+    columns = ["", f"many (>{many})", f"medium ({few}-{many})", f"few (<{few})"]
+    cells = [groups.get(group) for group in ("many", "medium", "few")]
+    rows = [["classes", *[cell["classes"] if cell else 0 for cell in cells]],
+            ["top-1 %", *[cell["top1"] if cell else "-" for cell in cells]]]  # fmt: skip
+    return columns, rows

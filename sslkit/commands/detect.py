@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from sslkit.commands.common import debug_option, json_option
+from sslkit.commands.common import debug_option, json_option, print_table
+from sslkit.utils.jsonout import write_json
 
 CONFIG_NAMES = ("voc0712-24k", "voc07-9k", "voc0712-fpn-frozen", "coco-2x", "coco-1x")
 
@@ -64,40 +65,16 @@ def detect(task, checkpoint, datasets_root, config_name, workdir, num_gpus, iter
       sslkit detect --task voc --checkpoint ckpt.pt --datasets-root /data --num-gpus 8 \\
           --dry-run --workdir runs/voc      # then: sh runs/voc/command.sh
     """
-    import time
-    from pathlib import Path
+    from sslkit.api.detect import detect as run
 
-    from sslkit.detection.configs import DEFAULT_CONFIG
-    from sslkit.detection.pipeline import RESULT_FILE, DetectRequest, run_detect
-    from sslkit.utils.jsonout import write_json
-
-    started = time.perf_counter()
-    folder = Path(workdir or f"runs/detect-{task}")
-    request = DetectRequest(task=task, checkpoint=checkpoint, datasets_root=datasets_root,
-                            workdir=folder, config=config_name or DEFAULT_CONFIG[task],
-                            num_gpus=_num_gpus(num_gpus), seeds=list(range(seed, seed + seeds)),
-                            iters=iters, norm=norm, arch=arch, opts=tuple(opts),
-                            dry_run=dry_run, force=force)  # fmt: skip
-    output = run_detect(request)
-    output["seconds"] = round(time.perf_counter() - started, 3)
-    write_json(output, str(folder / RESULT_FILE))
-    _print(output, json_path)
-    write_json(output, json_path)
-
-
-def _num_gpus(value: int | None) -> int:
-    """``--num-gpus``, by default the visible CUDA devices."""
-    if value is not None:
-        return value
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    result = run(task, checkpoint, datasets_root, config=config_name, workdir=workdir,
+                 num_gpus=num_gpus, iters=iters, norm=norm, opts=opts, seed=seed, seeds=seeds,
+                 arch=arch, dry_run=dry_run, force=force)  # fmt: skip
+    _print(result.to_dict(), json_path)
+    write_json(result.to_dict(), json_path)
 
 
 def _print(output: dict, json_path: str | None) -> None:
-    from sslkit.commands.common import print_table
-    from sslkit.detection.launch import METRICS
-
     stderr = json_path == "-"
     for note in output["notes"]:
         click.echo(f"note: {note}", err=True)
@@ -108,16 +85,17 @@ def _print(output: dict, json_path: str | None) -> None:
                     to_stderr=stderr)  # fmt: skip
         click.echo(output["command"], err=stderr)
         return
+    metrics = list(next(iter(output["mean"].values()), {}))  # AP, AP50, AP75
     rows = []
     for run in output["runs"]:
         for kind, values in run["metrics"].items():
-            rows.append([f"seed {run['seed']}", kind, *[_value(values[m]) for m in METRICS]])
+            rows.append([f"seed {run['seed']}", kind, *[_value(values[m]) for m in metrics]])
     for kind, values in output["mean"].items():
         spread = output["std"][kind]
         rows.append([f"mean ± std ({len(output['runs'])})", kind,
-                     *[_spread(values[m], spread[m]) for m in METRICS]])  # fmt: skip
+                     *[_spread(values[m], spread[m]) for m in metrics]])  # fmt: skip
     print_table(f"detectron2 {output['task']} ({output['config']}, {output['iters']} "
-                "iterations)", ["run", "kind", *METRICS], rows, to_stderr=stderr)  # fmt: skip
+                "iterations)", ["run", "kind", *metrics], rows, to_stderr=stderr)  # fmt: skip
 
 
 def _value(value: float | None) -> float | str:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslkit.data.base import ImageDataset
+from sslkit.data.base import DataInfo, ImageDataset
 from sslkit.data.loader import extraction_batches, iterate_images
 from sslkit.data.views import eval_transform
 from sslkit.distributed import all_gather_variable, rank, world_size
@@ -116,10 +116,11 @@ class FeatureNetwork:
         from sslkit.config import method_config
         from sslkit.methods.registry import get_method
 
-        method_cls = get_method(self.encoder.method)
         config = self.encoder.config
+        # the name the run was started with (PACKAGE:NAME when two packages register it)
+        method_cls = get_method(config["method"].get("name") or self.encoder.method)
         method = method_cls(method_config(method_cls, config["method"]), backbone,
-                            _data_info_from(self.encoder.checkpoint))  # fmt: skip
+                            DataInfo.from_dict(self.encoder.checkpoint["data_info"]))  # fmt: skip
         method.load_state_dict(self.encoder.checkpoint["method_state"])
         return _MethodEmbedding(method)
 
@@ -152,13 +153,6 @@ def load_feature_network(checkpoint: str, layer: str, arch: str | None = None) -
         raise BadInput("--layer head needs an sslkit checkpoint (others hold no head): "
                        "use --layer backbone")  # fmt: skip
     return FeatureNetwork(layer, encoder)
-
-
-def _data_info_from(checkpoint: dict[str, Any]):
-    from sslkit.data.base import DataInfo
-
-    info = checkpoint["data_info"]
-    return DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in info.items()})
 
 
 def labels_and_indices(dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
