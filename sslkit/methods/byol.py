@@ -60,6 +60,7 @@ class BYOL(SimSiam):
                        "second_view_blur_prob": 0.1,
                        "second_view_solarize_prob": 0.2}  # fmt: skip
     loss_scale = 2.0
+    check_settings = {"dim": 32, "hidden_dim": 64, "pred_dim": 64}
 
     @dataclass
     class Config(SimSiam.Config):

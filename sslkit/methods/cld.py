@@ -70,6 +70,7 @@ class CLD(AddOn):
     name = "cld"
     description = "CLD: cross-level instance-group discrimination (Wang et al. 2021)"
     online_views_needed = 2
+    check_settings = {"groups": 4}
 
     @dataclass
     class Config:

@@ -95,6 +95,7 @@ class ConIC(Method):
     # crops (0.15, 1), flip, jitter (0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale 0.2, blur 0.5
     default_augment = {**COMMON_AUGMENT, "crop_scale": [0.15, 1.0],
                        "jitter": [0.8, 0.8, 0.8, 0.2]}  # fmt: skip
+    check_settings = {"hidden_dim": 64}
 
     @dataclass
     class Config:

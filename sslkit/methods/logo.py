@@ -106,6 +106,7 @@ class LoGo(AddOn):
     description = "LoGo: local-global attraction, learned local-local dissimilarity (2022)"
     online_views_needed = 4
     local_views_needed = 2
+    check_settings = {"regressor_dim": 32}
     host_defaults = {"multi_crop": True}
     augment_defaults = {"crop_scale": [0.4, 1.0]}  # global crops [r_g = 0.4, 1]
 

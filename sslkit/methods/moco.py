@@ -44,6 +44,7 @@ class MoCo(Method):
     name = "moco"
     description = "MoCo v2: momentum encoder + queue of negatives, InfoNCE (He et al. 2020)"
     default_train = {"lr": 0.03, "weight_decay": 1e-4, "momentum": 0.9, "schedule": "cosine"}
+    check_settings = {"queue_size": 64}
 
     @dataclass
     class Config(MultiCropConfig):

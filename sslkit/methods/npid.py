@@ -117,6 +117,7 @@ class NPID(Method):
     # always, flip; no blur (sslkit's pipeline applies jitter before grayscale)
     default_augment = {**COMMON_AUGMENT, "jitter_prob": 1.0, "jitter": [0.4, 0.4, 0.4, 0.4],
                        "grayscale_prob": 0.2, "blur_prob": 0.0}  # fmt: skip
+    check_settings = {"nce_k": 16}
 
     @dataclass
     class Config:
@@ -224,6 +225,10 @@ class NPID(Method):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The normalised 128-d NPID embedding (``--layer head``)."""
         return self.project(self.representation(images))
+
+    def embedding_dim(self) -> int:
+        """The dimension of :meth:`embed` (the bank rows, ``dim``)."""
+        return int(self.config.dim)
 
 
 def _check_config(config: NPID.Config) -> None:

@@ -64,6 +64,7 @@ class SimSiam(Method):
     # ImageNet README recipe: SGD lr 0.05 x batch / 256, wd 1e-4, cosine, 100 epochs, 512
     default_train = {"lr": 0.05, "lr_scaling": "linear", "weight_decay": 1e-4, "momentum": 0.9,
                      "schedule": "cosine", "epochs": 100, "batch_size": 512}  # fmt: skip
+    check_settings = {"dim": 64, "pred_dim": 32}
 
     @dataclass
     class Config(MultiCropConfig):
