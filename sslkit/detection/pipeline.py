@@ -50,12 +50,12 @@ def earlier_runs(workdir: Path, force: bool) -> list[Path]:
 
 def write_command(command: str, path: Path) -> Path:
     """``command.sh``: the training command, executable."""
-    from sslkit.utils.atomic import atomic_path
+    from sslkit.utils.atomic import atomic_path, make_executable
 
     with atomic_path(path) as tmp:
         tmp.write_text(f"#!/bin/sh\n# Written by sslkit detect: trains and evaluates "
                        f"{CONFIG_FILE} with detectron2.\nset -e\n{command}\n")  # fmt: skip
-        tmp.chmod(0o755)
+        make_executable(tmp)
     return path
 
 
