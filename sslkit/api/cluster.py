@@ -15,17 +15,17 @@ if TYPE_CHECKING:
     from sslkit.clustering.kmeans import Clustering, PointRows
 
 
-def cluster(features: str | Path, k: Sequence[int], out: str | Path, *,
+def cluster(features: str | Path, clusters: Sequence[int], out: str | Path, *,
             hierarchical: bool = False, niter: int = 20, nredo: int = 1, seed: int = 0,
             spherical: bool = False, no_normalize: bool = False,
             max_train_points: int | None = None, temperature: float = 0.2,
             plot: str | Path | None = None, plot_sample: int = 2000, force: bool = False,
-            device: str = "auto") -> ClusterResult:  # fmt: skip
-    """Cluster the rows of the feature file ``features`` into ``k`` clusters per level and
-    write the clustering to ``out`` (HDF5).
+            no_progress: bool = False, device: str = "auto") -> ClusterResult:  # fmt: skip
+    """Cluster the rows of the feature file ``features`` into ``clusters`` clusters per level
+    and write the clustering to ``out`` (HDF5); AMI, NMI and purity in % when labelled.
 
-    ``hierarchical``: each level clusters the previous level's centroids (HCSC; ``k``
-    bottom-up); otherwise one independent k-means per ``k``. Features are L2-normalised
+    ``hierarchical``: each level clusters the previous level's centroids (HCSC; sizes
+    bottom-up); otherwise one independent k-means per size. Features are L2-normalised
     unless ``no_normalize``; k-means trains on a seeded sample of at most
     ``max_train_points`` (default k x 1000) and assigns every row block by block. ``plot``
     draws a t-SNE picture of ``plot_sample`` rows (needs matplotlib).
@@ -49,8 +49,9 @@ def cluster(features: str | Path, k: Sequence[int], out: str | Path, *,
     from sslkit.errors import BadInput
     from sslkit.features.store import open_features
     from sslkit.utils.atomic import sha256_file
+    from sslkit.utils.progress import progress
 
-    ks, features_path, out_path, plot_path = list(k), str(features), str(out), plot
+    ks, features_path, out_path, plot_path = list(clusters), str(features), str(out), plot
     for path in (out_path, plot_path):
         if path is not None and Path(path).exists() and not force:
             raise BadInput(f"{path} exists: pass --force to overwrite it")
@@ -63,7 +64,11 @@ def cluster(features: str | Path, k: Sequence[int], out: str | Path, *,
     # the features stay on disk: k-means reads its training sample and assigns block by block
     with open_features(features_path) as data:
         points = PointRows(data.features, normalize=not no_normalize)
-        clustering = build(points, ks, temperature, settings, max_train_points=max_train_points)
+        with progress(f"k-means of {len(points):,} x {points.dim}", len(ks), unit="levels",
+                      enabled=not no_progress) as shown:  # fmt: skip
+            clustering = build(points, ks, temperature, settings,
+                               max_train_points=max_train_points,
+                               on_level=lambda k: shown.update(advance=1, k=k))  # fmt: skip
         clustering_seconds = time.perf_counter() - started
         labelled = bool((data.labels >= 0).any())
         levels = []
@@ -72,7 +77,8 @@ def cluster(features: str | Path, k: Sequence[int], out: str | Path, *,
                    "non_empty": int(len(np.unique(level.assignments)))}  # fmt: skip
             if labelled:
                 known = data.labels >= 0
-                row |= cluster_agreement(level.assignments[known], data.labels[known])
+                agreement = cluster_agreement(level.assignments[known], data.labels[known])
+                row |= {key: 100.0 * value for key, value in agreement.items()}  # in %
             levels.append(row)
         attrs = {
             "features_file": str(features_path), "features_sha256": sha256_file(features_path),
@@ -90,7 +96,8 @@ def cluster(features: str | Path, k: Sequence[int], out: str | Path, *,
               "points": len(points), "dim": points.dim, "levels": levels, "plot": drawn,
               "max_train_points": max_train_points,
               "clustering_seconds": round(clustering_seconds, 3),
-              "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
+              "seconds": round(time.perf_counter() - started, 3),
+              "score_unit": "percent"}  # fmt: skip
     return ClusterResult(output)
 
 

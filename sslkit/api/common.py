@@ -16,7 +16,8 @@ def checkpoint_features(checkpoint: str | Path, data: str, splits: Sequence[str]
                         cache_dir: str | Path | None = None, no_cache: bool = False,
                         batch_size: int = 256, download: bool = False,
                         skip_bad_images: bool = False, device: Any = "cpu",
-                        normalized: bool = True) -> tuple[Any, ...]:  # fmt: skip
+                        normalized: bool = True,
+                        show_progress: bool = False) -> tuple[Any, ...]:  # fmt: skip
     """The features of ``data``'s ``splits`` under ``checkpoint`` (through the feature
     cache), then the sources dict: ``(split_1, ..., split_n, sources)``."""
     from sslkit.features.extract import load_feature_network
@@ -26,7 +27,8 @@ def checkpoint_features(checkpoint: str | Path, data: str, splits: Sequence[str]
     parts, sources = split_features(network, data, tuple(splits), device, cache_dir=cache_dir,
                                     use_cache=not no_cache, batch_size=batch_size,
                                     download=download, normalized=normalized,
-                                    skip_bad_images=skip_bad_images)  # fmt: skip
+                                    skip_bad_images=skip_bad_images,
+                                    show_progress=show_progress)  # fmt: skip
     return (*parts, sources)
 
 

@@ -11,7 +11,7 @@ from sslkit.errors import BadInput
 def extract(checkpoint: str | Path, data: str, out: str | Path, *, split: str = "train",
             layer: str = "backbone", arch: str | None = None, batch_size: int = 256,
             num_workers: int = 0, half: bool = False, force: bool = False,
-            download: bool = False, skip_bad_images: bool = False,
+            download: bool = False, skip_bad_images: bool = False, no_progress: bool = False,
             device: str = "auto") -> ExtractResult:  # fmt: skip
     """Write the features of ``data``'s ``split`` under ``checkpoint`` to ``out`` (HDF5).
 
@@ -28,6 +28,7 @@ def extract(checkpoint: str | Path, data: str, out: str | Path, *, split: str = 
     from sslkit.features.extract import load_feature_network
     from sslkit.features.service import load_dataset
     from sslkit.features.streaming import write_dataset_features
+    from sslkit.utils.progress import progress
 
     out = Path(out)
     if out.exists() and not force:
@@ -35,9 +36,13 @@ def extract(checkpoint: str | Path, data: str, out: str | Path, *, split: str = 
     network = load_feature_network(str(checkpoint), layer, arch)
     dataset = load_dataset(data, split, network, download, skip_bad_images)
     env = distributed.setup(device)
+    share = -(-len(dataset) // env.world_size)  # the images of one process, about
     try:
-        written = write_dataset_features(network, dataset, env, out, batch_size=batch_size,
-                                         num_workers=num_workers, half=half)  # fmt: skip
+        with progress(f"extract {dataset.spec} {split}", share,
+                      enabled=env.is_main and not no_progress) as shown:  # fmt: skip
+            written = write_dataset_features(
+                network, dataset, env, out, batch_size=batch_size, num_workers=num_workers,
+                half=half, progress=lambda n: shown.update(advance=n, images=n))
     finally:
         distributed.teardown()
     return ExtractResult({"out": str(out), "rows": written["rows"], "dim": written["dim"],

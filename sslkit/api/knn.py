@@ -20,21 +20,23 @@ from sslkit.errors import BadInput
 DEFAULT_KS = (10, 20, 100, 200)
 
 
-def knn(*, train: str | Path | None = None, test: str | Path | None = None,
+def knn(*, train_features: str | Path | None = None, test_features: str | Path | None = None,
         checkpoint: str | Path | None = None, data: str | None = None,
         layer: str = "backbone", arch: str | None = None, k: Sequence[int] = DEFAULT_KS,
         temperature: float = 0.07, cache_dir: str | Path | None = None, no_cache: bool = False,
         batch_size: int = 256, download: bool = False, skip_bad_images: bool = False,
         unsupervised_score: bool = False, score_images: int = 10000,
-        score_clusters: int | None = None, seed: int = 0,
+        score_clusters: int | None = None, seed: int = 0, no_progress: bool = False,
         device: str = "auto") -> KnnResult:  # fmt: skip
     """Weighted kNN top-1 / top-5 (in %) of the test split against the training split.
 
-    Give either ``train`` and ``test`` feature files (the bank stays on disk, read block
-    by block), or ``checkpoint`` and ``data`` (both splits embedded and cached). Every
-    query's ``k`` nearest training features (cosine) vote ``exp(s / temperature)``. On a
-    long-tailed training split the many / medium / few-shot top-1 is added;
-    ``unsupervised_score`` adds CLD's label-free NMI x R (checkpoint and data only).
+    Give either ``train_features`` and ``test_features`` files (the bank stays on disk,
+    read block by block), or ``checkpoint`` and ``data`` (both splits embedded and cached).
+    Every query's ``k`` nearest training features (cosine) vote ``exp(s / temperature)``;
+    a k above the number of training images votes with all of them (``notes`` says so).
+    On a long-tailed training split the many / medium / few-shot top-1 is added;
+    ``unsupervised_score`` adds CLD's label-free NMI x R (checkpoint and data only). Every
+    score is in % (``score_unit``).
 
     Example::
 
@@ -43,20 +45,22 @@ def knn(*, train: str | Path | None = None, test: str | Path | None = None,
     from sslkit.distributed import choose_device
 
     started = time.perf_counter()
-    by_files = train is not None or test is not None
+    by_files = train_features is not None or test_features is not None
     if by_files == (checkpoint is not None or data is not None):
-        raise BadInput("give either --train and --test feature files, or --checkpoint and --data")
+        raise BadInput("give either --train-features and --test-features, or --checkpoint and "
+                       "--data")  # fmt: skip
     if unsupervised_score and by_files:
         raise BadInput("--unsupervised-score embeds augmented images: give --checkpoint and "
                        "--data instead of feature files")  # fmt: skip
     torch_device = choose_device(device)
     if by_files:
-        if not (train and test):
-            raise BadInput("both --train and --test feature files are needed")
+        if not (train_features and test_features):
+            raise BadInput("both --train-features and --test-features are needed")
         from sslkit.features.store import open_feature_pair
 
         # the bank stays on disk and is read block by block (files larger than memory)
-        with open_feature_pair(train, test) as (train_set, test_set, sources):
+        with open_feature_pair(train_features, test_features) as (train_set, test_set,
+                                                                  sources):  # fmt: skip
             output = knn_on_features(train_set, test_set, k, temperature, torch_device)
         output["inputs"] = sources
     else:
@@ -65,7 +69,7 @@ def knn(*, train: str | Path | None = None, test: str | Path | None = None,
         train_set, test_set, sources = checkpoint_features(
             checkpoint, data, ("train", "test"), layer=layer, arch=arch, cache_dir=cache_dir,
             no_cache=no_cache, batch_size=batch_size, download=download,
-            skip_bad_images=skip_bad_images, device=torch_device)
+            skip_bad_images=skip_bad_images, device=torch_device, show_progress=not no_progress)
         output = knn_on_features(train_set, test_set, k, temperature, torch_device,
                                  cache_files=[sources[s].get("cache_file")
                                               for s in ("train", "test")])  # fmt: skip
@@ -75,6 +79,7 @@ def knn(*, train: str | Path | None = None, test: str | Path | None = None,
                                   seed, batch_size, download, torch_device,
                                   skip_bad_images)  # fmt: skip
             output["unsupervised_score"] = {**score.as_dict(), "seed": seed}
+    output["score_unit"] = "percent"
     output["seconds"] = round(time.perf_counter() - started, 3)
     return KnnResult(output)
 
@@ -97,7 +102,9 @@ def knn_on_features(train, test, k: Sequence[int] = DEFAULT_KS, temperature: flo
         result = protocol.knn_classify(train.features, train.labels, test.features,
                                        test.labels, k, temperature, device)  # fmt: skip
         hit = False
-    output = {**result.as_dict(), "neighbours_cache_hit": hit}
+    output = {**result.as_dict(), "neighbours_cache_hit": hit,
+              "notes": [f"k={k} is more than the {result.train_size} training images: it "
+                        f"votes with all {result.train_size}" for k in result.capped()]}
     shots = _shot_groups(result, train.labels, test.labels)
     if shots is not None:
         output["shot_groups"] = shots

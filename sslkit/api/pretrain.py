@@ -153,6 +153,8 @@ def train(params: dict[str, Any]) -> PretrainResult:
         summary = trainer.fit()
     finally:
         distributed.teardown()
+    if any(key.startswith("knn/") for key in summary["final"]):
+        summary["score_unit"] = "percent"  # the kNN monitor's top-1
     return PretrainResult(summary, main_process=trainer.dist.is_main)
 
 

@@ -20,7 +20,7 @@ def semisup(checkpoint: str | Path, data: str, *, labels: float | None = None,
             weight_decay: float | None = None, milestones: Sequence[int] | None = None,
             eval_every: int = 1, arch: str | None = None, workdir: str | Path | None = None,
             resume: bool = False, force: bool = False, seed: int = 0, num_workers: int = 0,
-            download: bool = False, skip_bad_images: bool = False,
+            download: bool = False, skip_bad_images: bool = False, no_progress: bool = False,
             device: str = "auto") -> SemisupResult:  # fmt: skip
     """Fine-tune ``checkpoint``'s encoder with a linear head on a labelled subset of
     ``data``'s training split; top-1 / top-5 (%) on its test split.
@@ -45,7 +45,7 @@ def semisup(checkpoint: str | Path, data: str, *, labels: float | None = None,
     inputs = {"checkpoint": str(checkpoint), "data": data, "labels": labels,
               "subset_file": subset_file, "eval_every": eval_every, "arch": arch,
               "num_workers": num_workers, "download": download,
-              "skip_bad_images": skip_bad_images}  # fmt: skip
+              "skip_bad_images": skip_bad_images, "show_progress": not no_progress}  # fmt: skip
     output, main = run_evaluation(
         "semisup", workdir, STATE_FILE, resume, force, device,
         lambda env, folder: _run(env, chosen, inputs, folder, resume, seed))
@@ -69,6 +69,7 @@ def _run(env, recipe, inputs: dict[str, Any], folder: Path | None, resume: bool,
     )
     from sslkit.features.extract import load_feature_network
     from sslkit.features.service import eval_transform_for, load_dataset
+    from sslkit.utils.progress import progress
 
     spec, fraction, subset_file = inputs["data"], inputs["labels"], inputs["subset_file"]
     network = load_feature_network(inputs["checkpoint"], "backbone", inputs["arch"])
@@ -94,9 +95,21 @@ def _run(env, recipe, inputs: dict[str, Any], folder: Path | None, resume: bool,
         if folder is not None and env.is_main:
             save_state(folder / STATE_FILE, state, meta)
 
-    state = fine_tune(recipe, model, data, env.device, fraction=used_fraction, seed=seed,
-                      eval_every=inputs["eval_every"], num_workers=inputs["num_workers"],
-                      resume=resume_state, on_epoch_end=save)  # fmt: skip
+    per_rank = max(1, min(recipe.batch_size, len(indices)) // env.world_size)
+    per_epoch = len(indices) // (per_rank * env.world_size) * per_rank  # full batches only
+    done = resume_state.epochs_done if resume_state is not None else 0
+    with progress(f"semisup ({len(indices)} labelled images, recipe {recipe.name})",
+                  recipe.epochs * per_epoch,
+                  enabled=inputs["show_progress"] and env.is_main) as shown:  # fmt: skip
+        shown.update(completed=done * per_epoch)
+
+        def report(images: int, loss: float, lr: float, epoch: int) -> None:
+            shown.update(advance=images, images=images, epoch=f"{epoch + 1}/{recipe.epochs}",
+                         loss=loss, lr=lr)  # fmt: skip
+
+        state = fine_tune(recipe, model, data, env.device, fraction=used_fraction, seed=seed,
+                          eval_every=inputs["eval_every"], num_workers=inputs["num_workers"],
+                          resume=resume_state, on_epoch_end=save, on_batch=report)  # fmt: skip
     tested = [row for row in state.history if "top1" in row]
     return {
         "protocol": "semisup", "recipe": asdict(recipe),
@@ -106,6 +119,7 @@ def _run(env, recipe, inputs: dict[str, Any], folder: Path | None, resume: bool,
                      else f"balanced {fraction:g}, seed {seed}",
                      "subset_sha": subset_id},
         "num_classes": num_classes, "result": summary(tested), "history": state.history,
+        "score_unit": "percent",
         "inputs": {**network.provenance(), "dataset": train.spec,
                    "train_fingerprint": train.fingerprint(),
                    "test_fingerprint": test.fingerprint(),

@@ -7,7 +7,7 @@ faiss settings are the authors' (``niter=20``, ``nredo=5``, ``seed`` = level ind
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -251,6 +251,7 @@ def check_cluster_sizes(ks, *, hierarchical: bool, points: int = 0, minimum: int
 def hierarchical_kmeans(
     features: np.ndarray | PointRows, ks: list[int], temperature: float,
     settings: KMeansSettings, max_train_points: int | None = None, alpha: float = 10.0,
+    on_level: Callable[[int], None] | None = None,
 ) -> Clustering:  # fmt: skip
     """HCSC's bottom-up k-means: level 0 clusters the points, level l the centroids of l-1.
 
@@ -258,7 +259,7 @@ def hierarchical_kmeans(
     squared distances of its members (points at l = 0, child centroids above); a point's
     level-l cluster is its level-(l-1) cluster's parent; ``alpha`` is the concentration's
     smoothing (PCL: 10). ``features`` may be streamed (:class:`PointRows`, see
-    :func:`kmeans` for ``max_train_points``).
+    :func:`kmeans` for ``max_train_points``); ``on_level(k)`` is called after each level.
     """
     check_cluster_sizes(ks, hierarchical=True)
     features = _checked(features, ks[0])
@@ -276,16 +277,20 @@ def hierarchical_kmeans(
         centroids = _normalize_rows(result.centroids)
         levels.append(ClusterLevel(centroids, density, assignments))
         points = centroids
+        if on_level is not None:
+            on_level(k)
     return Clustering(levels, hierarchical=True, device=device)
 
 
 def flat_kmeans(
     features: np.ndarray | PointRows, ks: list[int], temperature: float,
     settings: KMeansSettings, alpha: float = 10.0, max_train_points: int | None = None,
+    on_level: Callable[[int], None] | None = None,
 ) -> Clustering:  # fmt: skip
     """Independent k-means of the points for every k (PCL's several clusterings); ``alpha``
     is the concentration's smoothing (PCL: 10). ``features`` may be streamed
-    (:class:`PointRows`, see :func:`kmeans` for ``max_train_points``)."""
+    (:class:`PointRows`, see :func:`kmeans` for ``max_train_points``); ``on_level(k)`` is
+    called after each clustering (progress)."""
     check_cluster_sizes(ks, hierarchical=False)
     features = _checked(features, max(ks))
     levels, device = [], ""
@@ -294,6 +299,8 @@ def flat_kmeans(
         device = result.device
         density = concentration(result.squared_distances, result.labels, k, temperature, alpha)
         levels.append(ClusterLevel(_normalize_rows(result.centroids), density, result.labels))
+        if on_level is not None:
+            on_level(k)
     return Clustering(levels, hierarchical=False, device=device)
 
 

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import click
 
-from sslkit.commands.common import CommaList, debug_option, device_option, json_option, print_table
+from sslkit.commands.common import (
+    CommaList,
+    debug_option,
+    device_option,
+    json_option,
+    no_progress_option,
+    print_table,
+    renamed,
+)
 from sslkit.utils.jsonout import write_json
 
 
 @click.command()
-@click.option("--features", "features_path", type=click.Path(dir_okay=False), required=True,
+@click.option("--features", type=click.Path(dir_okay=False), required=True, metavar="FILE.h5",
               help="Feature file from 'sslkit extract'.")
-@click.option("--k", "ks", default="1000", show_default=True,
+@click.option("--clusters", default="1000", show_default=True,
               type=CommaList(int, example="3000,2000,1000"),
               help="Numbers of clusters, comma-separated (bottom-up when --hierarchical).")
 @click.option("--hierarchical", is_flag=True,
@@ -31,42 +39,39 @@ from sslkit.utils.jsonout import write_json
                    "memory of files larger than RAM: the rest is read in blocks.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.2,
               show_default=True, help="Mean of the per-cluster concentrations written.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
               help="Clustering file to write (HDF5).")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
               metavar="FILE.png",
               help="Also draw a 2-D t-SNE of a sample of the features, coloured by the finest "
                    "level's clusters and by label (needs matplotlib: pip install 'sslkit[plots]').")
 @click.option("--plot-sample", type=click.IntRange(min=10), default=2000, show_default=True,
               help="Points in the --plot t-SNE (a seeded random sample).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@no_progress_option
 @device_option
 @json_option
 @debug_option
-def cluster(features_path, ks, hierarchical, niter, nredo, seed, spherical, no_normalize,
-            max_train_points, temperature, out_path, plot_path, plot_sample, force, device,
-            json_path) -> None:  # fmt: skip
+@renamed("--k", "--clusters", "clusters", type=CommaList(int, example="3000,2000,1000"))
+def cluster(json_path, **options) -> None:
     """k-means of features on faiss (GPU index when present); AMI/NMI/purity if labelled.
 
     \b
     Examples:
-      sslkit cluster --features train.h5 --k 10,100 --out clusters.h5
-      sslkit cluster --features train.h5 --k 3000,2000,1000 --hierarchical --out h.h5 --json -
-      sslkit cluster --features train.h5 --k 10 --out clusters.h5 --plot clusters.png
+      sslkit cluster --features train.h5 --clusters 10,100 --out clusters.h5
+      sslkit cluster --features train.h5 --clusters 3000,2000,1000 --hierarchical --out h.h5
+      sslkit cluster --features train.h5 --clusters 10 --out clusters.h5 --plot clusters.png
     """
     from sslkit.api.cluster import cluster as run
 
-    result = run(features_path, ks, out_path, hierarchical=hierarchical, niter=niter,
-                 nredo=nredo, seed=seed, spherical=spherical, no_normalize=no_normalize,
-                 max_train_points=max_train_points, temperature=temperature, plot=plot_path,
-                 plot_sample=plot_sample, force=force, device=device)  # fmt: skip
+    result = run(**options)
     output = result.to_dict()
     _print(output, any("ami" in row for row in output["levels"]), json_path)
     write_json(output, json_path)
 
 
 def _print(output: dict, labelled: bool, json_path: str | None) -> None:
-    columns = ["level", "k", "non-empty"] + (["AMI", "NMI", "purity"] if labelled else [])
+    columns = ["level", "k", "non-empty"] + (["AMI %", "NMI %", "purity %"] if labelled else [])
     rows = [[row["level"], row["k"], row["non_empty"]]
             + ([row["ami"], row["nmi"], row["purity"]] if labelled else [])
             for row in output["levels"]]  # fmt: skip

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from sslkit.cli import debug_option
 
 __all__ = ["debug_option", "device_option", "json_option", "seed_option", "print_table",
-           "skip_bad_images_option", "report_skipped", "shot_table", "CommaList"]
+           "skip_bad_images_option", "report_skipped", "shot_table", "CommaList",
+           "no_progress_option", "renamed"]
 
 device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -21,11 +25,46 @@ json_option = click.option(
     help="Also write the results as JSON to PATH ('-' for stdout).",
 )  # fmt: skip
 
+no_progress_option = click.option(
+    "--no-progress", is_flag=True,
+    help="No progress on stderr (default: a bar on a terminal, else a log line every "
+         "$SSLKIT_PROGRESS_SECONDS seconds, 30 by default).",
+)  # fmt: skip
+
 skip_bad_images_option = click.option(
     "--skip-bad-images", is_flag=True,
     help="Leave out image-folder files that do not decode (each is decoded once up front) "
          "and report how many, instead of stopping at the first.",
 )  # fmt: skip
+
+
+def renamed(old: str, new: str, name: str, **option: Any) -> Callable:
+    """Keep the old spelling ``old`` of option ``new`` (parameter ``name``) for one release.
+
+    The old spelling is hidden from ``--help``; using it prints a one-line note on stderr
+    and fills ``name``. ``option`` are the click settings of the old spelling (its type).
+    Put it below ``@click.command()``.
+    """
+    hidden_name = f"deprecated_{name}"
+
+    def decorate(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            value = kwargs.pop(hidden_name)
+            if value is not None and value != ():
+                from sslkit.errors import BadInput
+
+                context = click.get_current_context()
+                if context.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+                    raise BadInput(f"{old} is the old spelling of {new}: give {new} only")
+                click.echo(f"note: {old} is deprecated and goes in the next release: "
+                           f"write {new}", err=True)  # fmt: skip
+                kwargs[name] = value
+            return function(*args, **kwargs)
+
+        return click.option(old, hidden_name, hidden=True, default=None, **option)(wrapper)
+
+    return decorate
 
 
 class CommaList(click.ParamType):

@@ -8,6 +8,7 @@ from sslkit.commands.common import (
     debug_option,
     device_option,
     json_option,
+    no_progress_option,
     report_skipped,
     skip_bad_images_option,
 )
@@ -30,11 +31,11 @@ from sslkit.utils.jsonout import write_json
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
 @skip_bad_images_option
+@no_progress_option
 @device_option
 @json_option
 @debug_option
-def extract(checkpoint, data, split, layer, out, arch, batch_size, num_workers, half,
-            force, download, skip_bad_images, device, json_path) -> None:  # fmt: skip
+def extract(json_path, **options) -> None:
     """Embed every image of a split and write features, labels and indices to HDF5.
 
     Features stream to the file batch by batch (memory stays at one batch whatever the
@@ -49,13 +50,12 @@ def extract(checkpoint, data, split, layer, out, arch, batch_size, num_workers, 
     """
     from sslkit.api.extract import extract as run
 
-    result = run(checkpoint, data, out, split=split, layer=layer, arch=arch,
-                 batch_size=batch_size, num_workers=num_workers, half=half, force=force,
-                 download=download, skip_bad_images=skip_bad_images, device=device)
+    result = run(**options)
     if not result.main_process:
         return
     report_skipped(result["skipped_images"])
     if json_path != "-":
-        click.echo(f"wrote {result['rows']} x {result['dim']} {layer} features to {result.out}",
+        click.echo(f"wrote {result['rows']} x {result['dim']} {result['layer']} features to "
+                   f"{result.out}",
                    err=True)  # fmt: skip
     write_json(result.to_dict(), json_path)

@@ -9,7 +9,9 @@ from sslkit.commands.common import (
     debug_option,
     device_option,
     json_option,
+    no_progress_option,
     print_table,
+    renamed,
     report_skipped,
     shot_table,
     skip_bad_images_option,
@@ -18,10 +20,10 @@ from sslkit.utils.jsonout import write_json
 
 
 @click.command()
-@click.option("--train", "train_path", type=click.Path(dir_okay=False), default=None,
-              help="Feature file of the bank (training split).")
-@click.option("--test", "test_path", type=click.Path(dir_okay=False), default=None,
-              help="Feature file of the queries (test split).")
+@click.option("--train-features", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.h5", help="Feature file of the bank (training split).")
+@click.option("--test-features", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.h5", help="Feature file of the queries (test split).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Instead of feature files: a checkpoint ...")
 @click.option("--data", default=None, metavar="SPEC",
@@ -30,15 +32,16 @@ from sslkit.utils.jsonout import write_json
 @click.option("--layer", type=click.Choice(["backbone", "head"]), default="backbone",
               show_default=True)
 @click.option("--arch", default=None, help="Backbone arch if the checkpoint does not say.")
-@click.option("--k", "ks", default="10,20,100,200", show_default=True,
+@click.option("--k", default="10,20,100,200", show_default=True,
               type=CommaList(int, example="10,20,100,200"),
-              help="Numbers of neighbours, comma-separated.")
+              help="Numbers of neighbours, comma-separated (above the training images: all).")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.07,
               show_default=True, help="Vote weight exp(similarity / temperature).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Feature cache folder (default $SSLKIT_CACHE or ~/.cache/sslkit).")
 @click.option("--no-cache", is_flag=True, help="Always re-extract (and do not store).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Images per batch when embedding.")
 @click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
 @skip_bad_images_option
 @click.option("--unsupervised-score", is_flag=True,
@@ -50,12 +53,13 @@ from sslkit.utils.jsonout import write_json
               help="k of the two views' k-means (default: the dataset's number of classes).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the --unsupervised-score sample and augmentations.")
+@no_progress_option
 @device_option
 @json_option
 @debug_option
-def knn(train_path, test_path, checkpoint, data, layer, arch, ks, temperature, cache_dir,
-        no_cache, batch_size, download, skip_bad_images, unsupervised_score, score_images,
-        score_clusters, seed, device, json_path) -> None:  # fmt: skip
+@renamed("--train", "--train-features", "train_features", type=click.Path(dir_okay=False))
+@renamed("--test", "--test-features", "test_features", type=click.Path(dir_okay=False))
+def knn(json_path, **options) -> None:
     """Weighted kNN classification (cosine similarity, exp(s/T) votes), top-1 and top-5.
 
     When the training split is long-tailed (largest class >= 2x the smallest), the
@@ -64,22 +68,19 @@ def knn(train_path, test_path, checkpoint, data, layer, arch, ks, temperature, c
 
     \b
     Examples:
-      sslkit knn --train train.h5 --test test.h5
+      sslkit knn --train-features train.h5 --test-features test.h5
       sslkit knn --checkpoint runs/moco-digits/checkpoint.pt --data digits --json -
       sslkit knn --checkpoint ckpt.pt --data fashion-mnist --unsupervised-score
       sslkit knn --checkpoint ckpt.pt --data cifar10-lt:/data/cifar --k 200
     """
     from sslkit.api.knn import knn as run
 
-    result = run(train=train_path, test=test_path, checkpoint=checkpoint, data=data, layer=layer,
-                 arch=arch, k=ks, temperature=temperature, cache_dir=cache_dir,
-                 no_cache=no_cache, batch_size=batch_size, download=download,
-                 skip_bad_images=skip_bad_images, unsupervised_score=unsupervised_score,
-                 score_images=score_images, score_clusters=score_clusters, seed=seed,
-                 device=device)  # fmt: skip
+    result = run(**options)
     output, stderr = result.to_dict(), json_path == "-"
     for source in output["inputs"].values():
         report_skipped(source.get("skipped_images", []))
+    for note in output["notes"]:
+        click.echo(f"note: {note}", err=True)
     _print(output, stderr)
     if "shot_groups" in output:
         columns, rows = shot_table(output["shot_groups"])
@@ -87,8 +88,8 @@ def knn(train_path, test_path, checkpoint, data, layer, arch, ks, temperature, c
                     columns, rows, to_stderr=stderr)  # fmt: skip
     if "unsupervised_score" in output:
         score = output["unsupervised_score"]
-        rows = [["NMI(f, f')", f"{score['nmi']:.4f}"], ["R(f, f')", f"{score['retrieval']:.4f}"],
-                ["NMI x R", f"{score['score']:.4f}"]]  # fmt: skip
+        rows = [["NMI(f, f') %", score["nmi"]], ["R(f, f') %", score["retrieval"]],
+                ["NMI x R %", score["score"]]]  # fmt: skip
         print_table(f"Unsupervised score ({score['images']} images, k={score['clusters']})",
                     ["", "value"], rows, to_stderr=stderr)  # fmt: skip
     write_json(output, json_path)
@@ -99,4 +100,4 @@ def _print(output: dict, stderr: bool) -> None:
     best = output["best"]
     title = (f"kNN (T={output['temperature']}, {output['train_size']} train / "
              f"{output['test_size']} test) best top-1 {best['top1']:.2f} at k={best['k']}")
-    print_table(title, ["k", "top-1 %", "top-5 %"], rows, to_stderr=stderr)
+    print_table(title + " (scores in %)", ["k", "top-1 %", "top-5 %"], rows, to_stderr=stderr)

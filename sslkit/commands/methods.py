@@ -16,7 +16,7 @@ from sslkit.utils.jsonout import write_json
                    "(seconds); exit 1 naming the rule it breaks.")  # fmt: skip
 @click.option("--processes", type=click.IntRange(1, 8), default=1, show_default=True,
               help="--check: also run a step on this many gloo processes (2 checks DDP).")
-@click.option("--set", "overrides", multiple=True, metavar="method.KEY=VALUE",
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="--check: a method setting, e.g. --set method.queries=2 (repeatable).")
 @json_option
 @debug_option

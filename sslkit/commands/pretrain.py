@@ -21,7 +21,7 @@ from sslkit.utils.jsonout import write_json
 @click.option("--data", default=None, metavar="SPEC",
               help="Training data: digits (default), fashion-mnist[:ROOT], imagefolder:PATH, "
                    "cifar10:ROOT, cifar100:ROOT, stl10:ROOT; add @N for a balanced subset.")
-@click.option("--config", default=None, metavar="FILE",
+@click.option("--config", default=None, metavar="NAME|FILE",
               help="YAML recipe (a path, or a shipped name like moco/fashion-mnist). "
                    "Default: the shipped recipe for the method and dataset, if any.")
 @click.option("--arch", default=None, help="Backbone, e.g. resnet18, resnet18-small, resnet50.")

@@ -9,6 +9,7 @@ from sslkit.commands.common import (
     debug_option,
     device_option,
     json_option,
+    no_progress_option,
     print_table,
     report_skipped,
     skip_bad_images_option,
@@ -21,7 +22,7 @@ from sslkit.utils.jsonout import write_json
               help="Encoder to fine-tune (sslkit, torchvision or MoCo/PCL/HCSC release).")
 @click.option("--data", required=True, metavar="SPEC",
               help="Labelled data spec: its train split gives the subset, its test split scores.")
-@click.option("--labels", "fraction", type=float, default=None,
+@click.option("--labels", type=float, default=None,
               help="Fraction of labelled training images, class-balanced (e.g. 0.01, 0.1).")
 @click.option("--subset-file", type=click.Path(dir_okay=False), default=None,
               help="Instead of --labels: the images to use, one file name (or index) per "
@@ -50,12 +51,11 @@ from sslkit.utils.jsonout import write_json
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
 @skip_bad_images_option
+@no_progress_option
 @device_option
 @json_option
 @debug_option
-def semisup(checkpoint, data, fraction, subset_file, recipe, epochs, backbone_lr, head_lr,
-            batch_size, weight_decay, milestones, eval_every, arch, workdir, resume, force, seed,
-            num_workers, download, skip_bad_images, device, json_path) -> None:  # fmt: skip
+def semisup(json_path, **options) -> None:
     """Fine-tune encoder + linear head on 1 % / 10 % of the labels; top-1 / top-5.
 
     \b
@@ -67,12 +67,7 @@ def semisup(checkpoint, data, fraction, subset_file, recipe, epochs, backbone_lr
     """
     from sslkit.api.semisup import semisup as run
 
-    result = run(checkpoint, data, labels=fraction, subset_file=subset_file, recipe=recipe,
-                 epochs=epochs, backbone_lr=backbone_lr, head_lr=head_lr, batch_size=batch_size,
-                 weight_decay=weight_decay, milestones=milestones, eval_every=eval_every,
-                 arch=arch, workdir=workdir, resume=resume, force=force, seed=seed,
-                 num_workers=num_workers, download=download, skip_bad_images=skip_bad_images,
-                 device=device)  # fmt: skip
+    result = run(**options)
     if not result.main_process:
         return
     output = result.to_dict()

@@ -9,7 +9,9 @@ from sslkit.commands.common import (
     debug_option,
     device_option,
     json_option,
+    no_progress_option,
     print_table,
+    renamed,
 )
 from sslkit.utils.jsonout import write_json
 
@@ -19,19 +21,20 @@ TASKS = ("imagefolder", "knn-transfer", "voc07", "places205")
 
 
 @click.command()
-@click.option("--task", type=click.Choice(TASKS), required=True,
+@click.option("--task", type=click.Choice(TASKS), required=True, metavar="TASK",
               help="imagefolder: linear classifier on frozen features; knn-transfer: "
                    "zero-shot weighted kNN (e.g. CUB-200-2011); voc07: PASCAL VOC 2007 "
                    "multi-label (SVM or linear layer); places205: Places205 (linear or SVM).")
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
               help="Encoder (sslkit, torchvision or MoCo/PCL/HCSC release).")
-@click.option("--train", "train_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--train-images", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="imagefolder/knn-transfer: training images, DIR/<class>/<image>.")
-@click.option("--test", "test_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--test-images", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="imagefolder/knn-transfer: test images, same class folders.")
-@click.option("--val", "val_dir", type=click.Path(file_okay=False), default=None,
-              help="Validation images for the cost (default: 20 % of --train, balanced).")
-@click.option("--data", "data_root", type=click.Path(), default=None, metavar="ROOT",
+@click.option("--val-images", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Validation images for the cost (default: a class-balanced 20 % of "
+                   "--train-images).")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, metavar="ROOT",
               help="voc07/places205: the dataset root (VOCdevkit's parent, or the folder "
                    "with trainvalsplit_places205/).")
 @click.option("--protocol", type=click.Choice(["lbfgs", "sgd", "svm"]), default=None,
@@ -41,7 +44,7 @@ TASKS = ("imagefolder", "knn-transfer", "voc07", "places205")
 @click.option("--voc-protocol", type=click.Choice(["standard", "hcsc"]), default=None,
               help="voc07 --protocol sgd: standard (eval-mode BN, cached features, cosine, "
                    "per-class mAP; default) or hcsc (HCSC's script with its quirks).")
-@click.option("--low-shot", "shots", default=None, metavar="K,K,...",
+@click.option("--low-shot", default=None, metavar="K,K,...",
               type=CommaList(int, example="1,2,4,8,16"),
               help="--protocol svm: images per class, e.g. 1,2,4,8,16 (default: all images).")
 @click.option("--runs", type=click.IntRange(min=1), default=5, show_default=True,
@@ -55,11 +58,13 @@ TASKS = ("imagefolder", "knn-transfer", "voc07", "places205")
 @click.option("--recipe", default=None,
               help="--protocol sgd recipe (default: mocov2; voc07-hcsc for voc07, "
                    "places-hcsc for places205).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="--protocol sgd: override the recipe's lr.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="--protocol sgd: override the recipe's epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Override the recipe's batch size.")
-@click.option("--k", "ks", default="10,20,100,200", show_default=True,
+@click.option("--k", default="10,20,100,200", show_default=True,
               type=CommaList(int, example="10,20,100,200"),
               help="knn-transfer: numbers of neighbours.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.07,
@@ -74,34 +79,33 @@ TASKS = ("imagefolder", "knn-transfer", "voc07", "places205")
               help="Feature cache folder (default $SSLKIT_CACHE or ~/.cache/sslkit).")
 @click.option("--no-cache", is_flag=True, help="Always re-extract features.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@no_progress_option
 @device_option
 @json_option
 @debug_option
-def transfer(task, checkpoint, train_dir, test_dir, val_dir, data_root, protocol, voc_protocol,
-             shots, runs, cost, metric, costs, recipe, lr, epochs, batch_size, ks, temperature,
-             image_size, layer, arch, cache_dir, no_cache, seed, device,
-             json_path) -> None:  # fmt: skip
+@renamed("--train", "--train-images", "train_images", type=click.Path(file_okay=False))
+@renamed("--test", "--test-images", "test_images", type=click.Path(file_okay=False))
+@renamed("--val", "--val-images", "val_images", type=click.Path(file_okay=False))
+@renamed("--data", "--data-root", "data_root", type=click.Path(file_okay=False))
+def transfer(json_path, **options) -> None:
     """Transfer a frozen encoder: linear classifier, kNN, or VOC07 / Places205 protocols.
 
     \b
     Examples:
       sslkit transfer --task imagefolder --checkpoint ckpt.pt \\
-          --train /data/pets/train --test /data/pets/test --metric mean_per_class
+          --train-images /data/pets/train --test-images /data/pets/test \\
+          --metric mean_per_class
       sslkit transfer --task knn-transfer --checkpoint ckpt.pt \\
-          --train /data/cub/train --test /data/cub/test --json -
-      sslkit transfer --task voc07 --data /data/voc --protocol svm \\
+          --train-images /data/cub/train --test-images /data/cub/test --json -
+      sslkit transfer --task voc07 --data-root /data/voc --protocol svm \\
           --low-shot 1,2,4,8,16 --checkpoint ckpt.pt
-      sslkit transfer --task voc07 --data /data/voc --voc-protocol hcsc --checkpoint ckpt.pt
-      sslkit transfer --task places205 --data /data/places205 --checkpoint ckpt.pt
+      sslkit transfer --task voc07 --data-root /data/voc --voc-protocol hcsc \\
+          --checkpoint ckpt.pt
+      sslkit transfer --task places205 --data-root /data/places205 --checkpoint ckpt.pt
     """
     from sslkit.api.transfer import transfer as run
 
-    result = run(task, checkpoint, train=train_dir, test=test_dir, val=val_dir, data=data_root,
-                 protocol=protocol, voc_protocol=voc_protocol, low_shot=shots, runs=runs,
-                 cost=cost, metric=metric, costs=costs, recipe=recipe, lr=lr, epochs=epochs,
-                 batch_size=batch_size, k=ks, temperature=temperature, image_size=image_size,
-                 layer=layer, arch=arch, cache_dir=cache_dir, no_cache=no_cache, seed=seed,
-                 device=device)  # fmt: skip
+    result = run(**options)
     _print(result.to_dict(), json_path)
     write_json(result.to_dict(), json_path)
 

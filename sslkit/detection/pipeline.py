@@ -78,7 +78,7 @@ def prepare(request: DetectRequest) -> dict[str, Any]:
     exported = write_backbone(loaded, workdir / WEIGHTS_FILE)
     missing = [name for name, spec in datasets.items() if not spec["found"]]
     if missing:
-        notes.append(f"dry run: {', '.join(missing)} not found under --datasets-root here; "
+        notes.append(f"dry run: {', '.join(missing)} not found under --data-root here; "
                      "detectron2's layout (VOC2007/, coco/) is assumed")  # fmt: skip
     header = [f"Written by sslkit detect from {request.config} for --task {request.task}.",
               f"Weights: {exported.path.resolve()} (encoder of {request.checkpoint}, "

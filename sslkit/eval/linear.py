@@ -105,6 +105,8 @@ def make_optimizer(recipe: LinearRecipe, classifier: nn.Module) -> torch.optim.O
 
 #: ``train_batches(epoch)`` yields ``(inputs, labels)`` for one epoch of this process.
 BatchSource = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+#: ``on_batch(images, loss, lr, epoch)``: called after every training batch (0-based epoch).
+BatchReport = Callable[[int, float, float, int], None]
 
 
 def train_probe(
@@ -116,12 +118,14 @@ def train_probe(
     *,
     resume: TrainState | None = None,
     on_epoch_end: Callable[[TrainState], None] | None = None,
+    on_batch: BatchReport | None = None,
 ) -> TrainState:
     """Train ``classifier`` for the recipe's epochs; test after every epoch.
 
     Gradients are averaged over processes when running distributed (each process sees
     its share of the batches). ``on_epoch_end`` receives the state after every epoch
-    (the command writes its checkpoint there).
+    (the command writes its checkpoint there); ``on_batch(images, loss, lr, epoch)``
+    follows every batch (progress).
     """
     optimizer = make_optimizer(recipe, classifier)
     state = TrainState({}, {}, 0, [])
@@ -145,6 +149,8 @@ def train_probe(
             optimizer.step()
             total += loss.item() * len(labels)
             count += len(labels)
+            if on_batch is not None:
+                on_batch(len(labels), loss.item(), lr, epoch)
         result = evaluate(classifier, test_inputs, test_labels)
         state = TrainState(
             {k: v.detach().cpu().clone() for k, v in classifier.state_dict().items()},

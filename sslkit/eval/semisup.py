@@ -172,8 +172,11 @@ def fine_tune(
     num_workers: int = 0,
     resume: TrainState | None = None,
     on_epoch_end: Callable[[TrainState], None] | None = None,
+    on_batch: Callable[[int, float, float, int], None] | None = None,
 ) -> TrainState:
     """Fine-tune ``model`` on ``data.train``; test every ``eval_every`` epochs and at the end.
+
+    ``on_batch(images, loss, backbone lr, epoch)`` follows every batch (progress).
 
     Under ``torchrun`` the model is wrapped in DistributedDataParallel (with SyncBatchNorm
     on CUDA, as the HCSC script does) and each process trains on its share of every batch.
@@ -218,6 +221,8 @@ def fine_tune(
             scaler.update()
             total += loss.item() * len(target)
             count += len(target)
+            if on_batch is not None:
+                on_batch(len(target), loss.item(), optimizer.param_groups[0]["lr"], epoch)
         row: dict[str, float] = {"epoch": epoch + 1, "lr_backbone": optimizer.param_groups[0]["lr"],
                                  "lr_head": optimizer.param_groups[1]["lr"],
                                  "loss": total / max(count, 1)}  # fmt: skip

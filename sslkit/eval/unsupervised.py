@@ -34,8 +34,9 @@ class UnsupervisedScore:
     images: int
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain types for JSON."""
-        return asdict(self)
+        """Plain types for JSON, the three scores in % (as every sslkit score)."""
+        values = asdict(self)
+        return {**values, **{key: 100.0 * values[key] for key in ("nmi", "retrieval", "score")}}
 
 
 def instance_retrieval(first: torch.Tensor, second: torch.Tensor) -> float:

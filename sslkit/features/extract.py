@@ -124,6 +124,18 @@ class FeatureNetwork:
         method.load_state_dict(self.encoder.checkpoint["method_state"])
         return _MethodEmbedding(method)
 
+    def trained_view(self) -> EvalTransform | None:
+        """The evaluation view the encoder was trained for: an sslkit checkpoint's crop size
+        (``augment.size``, else its data's image size) and its data's normalisation;
+        ``None`` for other checkpoints (they say neither)."""
+        info = self.encoder.checkpoint.get("data_info") if self.encoder.source_format == (
+            "sslkit") else None  # fmt: skip
+        if not info:
+            return None
+        augment = (self.encoder.config or {}).get("augment") or {}
+        size = augment.get("size") or info["image_size"]
+        return EvalTransform(int(size), tuple(info["mean"]), tuple(info["std"]))
+
     def provenance(self) -> dict[str, Any]:
         """Attributes recorded in feature files and JSON results."""
         return {

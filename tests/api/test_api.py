@@ -50,7 +50,8 @@ def test_import_sslkit_and_help_load_no_torch() -> None:
             "from click.testing import CliRunner\n"
             "from sslkit.cli import cli\n"
             "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
-            "heavy = [m for m in ('torch', 'numpy', 'h5py', 'sslkit.api.knn') if m in sys.modules]\n"
+            "names = ('torch', 'numpy', 'h5py', 'sslkit.api.knn')\n"
+            "heavy = [m for m in names if m in sys.modules]\n"
             "print(heavy)\n")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
@@ -76,15 +77,16 @@ def test_knn_and_cluster_results_are_the_commands_json(digits_run, tmp_path) -> 
         assert extracted.out == str(tmp_path / f"{split}.h5") and extracted["rows"] > 400
     train, test = tmp_path / "train.h5", tmp_path / "test.h5"
 
-    result = sslkit.knn(train=train, test=test, k=[5, 50])
-    run_cli("knn", "--train", train, "--test", test, "--k", "5,50", "--json", tmp_path / "k.json")
+    result = sslkit.knn(train_features=train, test_features=test, k=[5, 50])
+    run_cli("knn", "--train-features", train, "--test-features", test, "--k", "5,50",
+            "--json", tmp_path / "k.json")  # fmt: skip
     assert _without_timing(result.to_dict()) == _without_timing(
         json.loads((tmp_path / "k.json").read_text()))
     assert set(result.top1) == {5, 50} and result.best["top1"] == max(result.top1.values())
     assert "best top-1" in repr(result)
 
     clustered = sslkit.cluster(train, [10, 5], tmp_path / "a.h5", hierarchical=True)
-    run_cli("cluster", "--features", train, "--k", "10,5", "--hierarchical", "--out",
+    run_cli("cluster", "--features", train, "--clusters", "10,5", "--hierarchical", "--out",
             tmp_path / "b.h5", "--json", tmp_path / "c.json")  # fmt: skip
     command = json.loads((tmp_path / "c.json").read_text())
     ours = clustered.to_dict()
@@ -99,11 +101,15 @@ def test_linear_on_feature_files_matches_the_command(digits_run, tmp_path) -> No
     for split in ("train", "test"):
         run_cli("extract", "--checkpoint", ckpt, "--data", "digits@200", "--split", split,
                 "--out", tmp_path / f"{split}.h5")  # fmt: skip
-    args = {"train": tmp_path / "train.h5", "test": tmp_path / "test.h5", "recipe": "adco",
-            "lr": 1.0, "epochs": 3}  # fmt: skip
+    args = {"train_features": tmp_path / "train.h5", "test_features": tmp_path / "test.h5",
+            "recipe": "adco", "lr": 1.0, "epochs": 3}  # fmt: skip
     result = sslkit.linear(**args)
-    run_cli("linear", "--train", args["train"], "--test", args["test"], "--recipe", "adco",
-            "--lr", "1", "--epochs", "3", "--json", tmp_path / "l.json")  # fmt: skip
+    run_cli("linear", "--train-features", args["train_features"], "--test-features",
+            args["test_features"], "--recipe", "adco", "--lr", "1", "--epochs", "3",
+            "--json", tmp_path / "l.json")  # fmt: skip
+    default = sslkit.linear(train_features=args["train_features"],
+                            test_features=args["test_features"])  # fmt: skip
+    assert default["protocol"] == "lbfgs-logistic" and default.top1 > 50
     assert _without_timing(result.to_dict()) == _without_timing(
         json.loads((tmp_path / "l.json").read_text()))
     assert 0 <= result.top1 <= 100 and result.top1 == result["result"]["top1"]

@@ -1,7 +1,8 @@
 """The plugin keeps sslkit's method contract (run: ``python -m pytest`` in this folder)."""
 
-from sslkit.testing import check_method
 from sslkit_simclr import SimCLR
+
+from sslkit.testing import check_method
 
 
 def test_simclr_keeps_the_method_contract():
