@@ -1,4 +1,4 @@
-"""Linear classification on a frozen encoder (evaluation.md §2).
+"""Linear classification on a frozen encoder: the papers' SGD recipes.
 
 A fresh linear layer (weight ~ N(0, 0.01), bias 0) is trained with SGD on top of a frozen
 backbone that stays in eval mode (BN statistics never move; checked at the end). Two ways
@@ -58,7 +58,7 @@ class LinearRecipe:
                                          self.gamma, epoch)  # fmt: skip
 
 
-#: The named recipes of evaluation.md §2 (custom values override any field).
+#: The papers' named recipes (custom values override any field).
 RECIPES: dict[str, LinearRecipe] = {
     "pcl": LinearRecipe("pcl", lr=5.0),
     "mocov2": LinearRecipe("mocov2", lr=30.0),
@@ -66,7 +66,7 @@ RECIPES: dict[str, LinearRecipe] = {
     "conic": LinearRecipe("conic", lr=75.0, schedule="cosine"),
     "simsiam-lars": LinearRecipe("simsiam-lars", lr=1.6, epochs=90, batch_size=4096,
                                  schedule="cosine", optimizer="lars"),  # fmt: skip
-    # transfer (evaluation.md §5): HCSC's VOC07 linear layer and Places205 probe
+    # transfer: HCSC's VOC07 linear layer and Places205 probe
     "voc07-hcsc": LinearRecipe("voc07-hcsc", lr=0.05, batch_size=16, schedule="cosine"),
     "places-hcsc": LinearRecipe("places-hcsc", lr=3.0, schedule="cosine"),
 }

@@ -1,4 +1,4 @@
-"""Places205 transfer on frozen features (evaluation.md §4 Places part and §5.2).
+"""Places205 transfer on frozen features (PCL's SVMs and HCSC's linear probe).
 
 * ``sgd``: a linear layer (N(0, 0.01), bias 0) trained by SGD on the cached,
   un-augmented backbone features of ``train`` with the ``places-hcsc`` recipe (lr 3.0,

@@ -1,4 +1,4 @@
-"""Semi-supervised fine-tuning with 1 % or 10 % of the labels (evaluation.md §3).
+"""Semi-supervised fine-tuning with 1 % or 10 % of the labels (HCSC, PCL, CLD).
 
 The encoder and a new linear head are trained together (BatchNorm in train mode) on a
 labelled subset of the training split: class-balanced and drawn with a fixed seed, or read
@@ -57,7 +57,7 @@ class SemisupRecipe:
         return epoch_lr_factor(self.epochs, "step", self.milestones, self.gamma, epoch)
 
 
-#: The recipes of evaluation.md §3 (HCSC's code, PCL App. E, CLD / OpenSelfSup).
+#: The recipes of HCSC's code, PCL App. E and CLD / OpenSelfSup.
 RECIPES: dict[str, SemisupRecipe] = {
     "hcsc": SemisupRecipe("hcsc", epochs=70, backbone_lr=0.005, head_lr=0.02,
                           milestones=(30, 60), gamma=0.1, weight_decay=0.0),

@@ -1,4 +1,4 @@
-"""CLD's label-free model-selection score NMI(f, f') * R(f, f') (evaluation.md §9).
+"""CLD's label-free model-selection score NMI(f, f') * R(f, f') (CLD §4.2).
 
 Two augmented views of the same images are embedded with the frozen encoder (the
 checkpoint's own training augmentation, a fixed seed). NMI(f, f') compares a k-means

@@ -1,4 +1,4 @@
-"""VOC07 multi-label classification on a frozen encoder (evaluation.md §4 and §5.1).
+"""VOC07 multi-label classification on a frozen encoder (PCL's SVMs and HCSC's linear layer).
 
 Metrics:
 
@@ -337,9 +337,11 @@ def run_voc07(network: FeatureNetwork, root: str | Path, device: torch.device, *
               cost: float = 0.5, shots: Sequence[int] | None = None, runs: int = 5,
               seed: int = 0, cache_dir: str | Path | None = None,
               use_cache: bool = True, show_progress: bool = False) -> dict[str, Any]:  # fmt: skip
-    """Load the VOC2007 splits under ``root`` and run one protocol: ``svm`` (§4), or the
-    linear layer (``sgd``) with ``voc_protocol`` ``standard`` or ``hcsc`` (§5.1; recipe
-    ``voc07-hcsc`` unless given). Returns the command's JSON body."""
+    """Load the VOC2007 splits under ``root`` and run one protocol: ``svm`` (PCL's), or the
+    linear layer (``sgd``) with ``voc_protocol`` ``standard`` or ``hcsc`` (recipe
+    ``voc07-hcsc`` unless given); the feature view is ``image_size`` px, else the
+    checkpoint's. ``show_progress`` reports the extraction. Returns the command's JSON
+    body."""
     from sslkit.eval.svm import voc_svm
 
     recipe = recipe or RECIPES["voc07-hcsc"]

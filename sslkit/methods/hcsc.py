@@ -4,7 +4,7 @@ MoCo v2 plus prototypes from a bottom-up hierarchical k-means of the momentum fe
 re-computed at the start of every epoch after the warm-up, and two selections that drop
 likely false negatives: queue entries that probably share the query's prototype
 (instance selection) and prototypes that probably share its parent (prototype
-selection). Specification: ``shared/methods/hcsc.md``.
+selection). It follows the paper and the authors' released code.
 
 Differences from the authors' code, all on purpose:
 

@@ -6,8 +6,8 @@ attraction; :mod:`sslkit.methods.multicrop`, switched on by this add-on's
 ``host_defaults``). LoGo adds the local-to-local *dissimilarity*: a small MLP regressor
 ``f`` scores a pair of local embeddings, is trained to score the two local crops of one
 image above local crops of different images, and the encoder is pushed to lower the
-score of its own two local crops. Specification: ``shared/methods/logo.md`` (§4) and the
-official MoCo-LoGo code (ztt1024/LoGo-SSL).
+score of its own two local crops. It follows the paper and the official MoCo-LoGo code
+(ztt1024/LoGo-SSL).
 
 Per step, with ``z1, z2`` the normalised local embeddings and ``rev`` the batch reversed:
 

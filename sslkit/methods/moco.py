@@ -1,10 +1,10 @@
 """MoCo v2 (He et al. 2020; Chen et al. 2020): momentum encoder, key queue, InfoNCE.
 
-Specification: ``shared/methods/moco.md``. v1 is the same class with ``mlp=False`` and
+It follows the authors' released code. v1 is the same class with ``mlp=False`` and
 T=0.07; the CIFAR Colab variant is ``symmetric=True`` with ``bn_splits=8``.
 ``multi_crop=True`` adds local crops (:mod:`sslkit.methods.multicrop`): the loss is the
 mean InfoNCE over the directed crop pairs and only the global crops' keys are queued
-(MoCo-LoGo's main step, ``logo.md`` §4.2 C).
+(MoCo-LoGo's main step).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ bank of unit vectors (``sslkit.nn.memory_bank``), a running average of its past
 embeddings. The loss is a temperature-scaled softmax over all N rows (``nce_k=0``) or its
 NCE approximation with K uniformly drawn noise rows (``nce_k=K``); after each optimiser
 step the batch's rows are updated with the (detached) embeddings.
-Specification: ``shared/methods/npid.md`` (lemniscate.pytorch).
+It follows the authors' code (lemniscate.pytorch).
 
 Differences from the official code, all on purpose:
 
@@ -14,7 +14,7 @@ Differences from the official code, all on purpose:
   (the bank is not an optimiser parameter, so before/after the SGD step is the same);
 * distributed: the update all-gathers the global batch's (indices, embeddings) so every
   rank's bank stays identical, and the NCE constant Z is the mean over ranks of the first
-  batch's statistics (``npid.md`` §6); noise rows are drawn per rank;
+  batch's statistics; noise rows are drawn per rank;
 * NCE similarities of the K+1 selected rows are read off one ``b x N`` product when the
   bank is small (N ≤ ``FULL_PRODUCT_RATIO``·(K+1)) instead of gathering ``b x (K+1) x D``
   rows: the same numbers, much less memory traffic;
@@ -22,7 +22,7 @@ Differences from the official code, all on purpose:
   single-process sampler never repeats an index within a batch);
 * ``queries`` > 1 views per image (CLD's NPID+CLD uses two) each get the NPID loss against
   the bank as it was before the step; the loss is their mean and the bank is updated with
-  view 1, then view 2, ... (``cld.md`` §4.3). NPID itself uses one view;
+  view 1, then view 2, ... (as NPID + CLD does). NPID itself uses one view;
 * a model built with an unknown training-set size (``DataInfo.num_samples == 0``, e.g.
   rebuilt from a checkpoint just to embed images) has an empty bank that takes the
   checkpoint's bank shape; it refuses to train (:class:`~sslkit.errors.BadInput`);
@@ -121,7 +121,7 @@ class NPID(Method):
 
     @dataclass
     class Config:
-        """NPID hyper-parameters (defaults: the ImageNet recipe, ``npid.md`` §5)."""
+        """NPID hyper-parameters (defaults: the ImageNet recipe)."""
 
         dim: int = hp(128, "embedding dimension D (bank rows)")
         head: str = hp("linear", "projection head: linear (NPID), mlp, norm_linear or norm_mlp")
@@ -158,7 +158,7 @@ class NPID(Method):
 
     # -- what the engine asks -------------------------------------------------------------
     def views(self, augment: dict[str, Any]) -> ViewSpec:
-        """``queries`` augmented views per image (NPID: one, ``npid.md`` §7); needs N."""
+        """``queries`` augmented views per image (NPID: one); needs N."""
         self._require_bank()
         return view_spec_from_config(augment, self.data_info, count=self.config.queries)
 

@@ -6,9 +6,9 @@ per-prototype concentration; every step adds, for each clustering, an InfoNCE of
 query against its own prototype and ``r`` sampled negative prototypes, each logit divided
 by the concentration of its prototype. Loss = InfoNCE + mean over clusterings. The
 clustering, concentration and InfoNCE are the shared ones (``sslkit.clustering.kmeans``,
-``sslkit.nn``), as HCSC uses. Specification: ``shared/methods/pcl.md``.
+``sslkit.nn``), as HCSC uses. It follows the paper and the authors' released code.
 
-Differences from the authors' code, on purpose (pcl.md §4.3):
+Differences from the authors' code, on purpose:
 
 * negative prototypes are drawn from every id ``0..k-1`` except the batch positives
   (the 2020 code dropped the highest assigned id);
@@ -71,7 +71,7 @@ def batch_columns_loss(
 
 
 class PCL(PrototypicalMoCo):
-    """MoCo + ProtoNCE over several flat k-means clusterings (``pcl.md``)."""
+    """MoCo + ProtoNCE over several flat k-means clusterings (PCL)."""
 
     name = "pcl"
     description = "PCL: MoCo + ProtoNCE over several k-means clusterings (Li et al. 2021)"

@@ -1,4 +1,4 @@
-"""faiss k-means, PCL's concentration and HCSC's hierarchical levels (pcl.md §9, hcsc.md §9)."""
+"""faiss k-means, PCL's concentration and HCSC's hierarchical levels (the authors' settings)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _settings(**overrides) -> KMeansSettings:
 
 
 def _reference_concentration(squared, labels, k, temperature, alpha=10.0):
-    """pcl.md §4.1 written as a loop over clusters."""
+    """PCL's concentration written as a loop over clusters."""
     phi = np.zeros(k)
     several = []
     for c in range(k):

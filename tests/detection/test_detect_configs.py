@@ -1,4 +1,4 @@
-"""detectron2 configs: the shipped values of evaluation.md §8.2, overrides, dataset folders."""
+"""detectron2 configs: the shipped values, overrides, dataset folders."""
 
 from __future__ import annotations
 
