@@ -175,7 +175,8 @@ def submit(params: dict[str, Any], resources, cluster: str, wait: bool) -> JobRe
     from sslkit.engine.slurm import LOG_FOLDER, submit_pretrain
 
     _, workdir = resolve_run(params)
-    job = submit_pretrain({**params, "no_progress": True}, resources, cluster, workdir)
+    # the job's log has no terminal: progress comes as a plain line every few seconds
+    job = submit_pretrain(params, resources, cluster, workdir)
     output: dict[str, Any] = {
         "launcher": cluster, "job_id": str(job.job_id), "nodes": resources.nodes,
         "tasks_per_node": resources.tasks, "workdir": str(workdir),
