@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from benchlib import random_batches, training_step_seconds
 
 from sslkit.data.base import DataInfo
-from sslkit.engine.distributed import DistEnv
+from sslkit.distributed import DistEnv
 from sslkit.methods.base import Batch, StepContext
 from sslkit.methods.moco import MoCo
 from sslkit.methods.pcl import PCL

@@ -48,7 +48,7 @@ def main() -> None:
     """Print the timings and ratios as JSON."""
     from sklearn.cluster import KMeans
 
-    from sslkit.cluster.kmeans import KMeansSettings, flat_kmeans, hierarchical_kmeans
+    from sslkit.clustering.kmeans import KMeansSettings, flat_kmeans, hierarchical_kmeans
     from sslkit.features.store import FeatureSet, write_features
 
     parser = argparse.ArgumentParser(description=__doc__)

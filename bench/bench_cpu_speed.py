@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sslkit import config as cfg
 from sslkit.data.specs import load_split
 from sslkit.data.views import make_views
-from sslkit.engine.distributed import DistEnv
+from sslkit.distributed import DistEnv
 from sslkit.engine.optim import build_optimizer
 from sslkit.methods.base import Batch, StepContext
 from sslkit.methods.registry import get_method

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from benchlib import random_batches, training_step_seconds
 
-from sslkit.cluster.kmeans import KMeansSettings, hierarchical_kmeans
+from sslkit.clustering.kmeans import KMeansSettings, hierarchical_kmeans
 from sslkit.data.base import DataInfo
-from sslkit.engine.distributed import DistEnv
+from sslkit.distributed import DistEnv
 from sslkit.methods.base import Batch, StepContext
 from sslkit.methods.hcsc import HCSC, Prototypes, _with_parent_tables
 from sslkit.methods.moco import MoCo

@@ -23,7 +23,7 @@ import torch
 from benchlib import random_batches
 
 from sslkit.data.base import DataInfo
-from sslkit.engine.distributed import DistEnv
+from sslkit.distributed import DistEnv
 from sslkit.methods.base import Batch, StepContext
 from sslkit.methods.registry import get_method
 from sslkit.models.backbones import build_backbone

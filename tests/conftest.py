@@ -17,7 +17,7 @@ QUICK_MOCO = ["--set", "method.queue_size=256", "--set", "train.checkpoint_every
 
 def step_context(seed: int = 0, world_size: int = 1):
     """A single-process CPU ``StepContext`` with a seeded generator (method unit tests)."""
-    from sslkit.engine.distributed import DistEnv
+    from sslkit.distributed import DistEnv
     from sslkit.methods.base import StepContext
 
     return StepContext(epoch=0, step=0, epochs=1, steps_per_epoch=1, lr_factor=1.0,

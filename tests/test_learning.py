@@ -44,7 +44,7 @@ KNN_MARGIN = {
     "simsiam+logo": 2.1,  # +5.18 / +4.33
     "conic": 1.0,  # +2.33 / +2.09
 }
-AMI_MARGIN = 0.02
+AMI_MARGIN = 2.0  # AMI in %
 LINEAR_MARGIN = 2.0
 SEMISUP_MARGIN = 1.5
 
@@ -68,7 +68,7 @@ def _ami(folder, checkpoint) -> float:
     features = folder / f"{checkpoint.parent.name}-{checkpoint.stem}.h5"
     out = folder / f"{features.stem}-clusters.json"
     run_cli("extract", "--checkpoint", checkpoint, "--data", SUBSET, "--out", features)
-    run_cli("cluster", "--features", features, "--k", "10", "--nredo", "3",
+    run_cli("cluster", "--features", features, "--clusters", "10", "--nredo", "3",
             "--out", folder / f"{features.stem}-clusters.h5", "--json", out)  # fmt: skip
     return json.loads(out.read_text())["levels"][0]["ami"]
 

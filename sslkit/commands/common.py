@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from sslkit.cli import debug_option
 
 __all__ = ["debug_option", "device_option", "json_option", "seed_option", "print_table",
-           "skip_bad_images_option", "report_skipped"]
+           "skip_bad_images_option", "report_skipped", "shot_table", "CommaList",
+           "no_progress_option", "renamed"]
 
 device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -21,11 +25,69 @@ json_option = click.option(
     help="Also write the results as JSON to PATH ('-' for stdout).",
 )  # fmt: skip
 
+no_progress_option = click.option(
+    "--no-progress", is_flag=True,
+    help="No progress on stderr (default: a bar on a terminal, else a log line every "
+         "$SSLKIT_PROGRESS_SECONDS seconds, 30 by default).",
+)  # fmt: skip
+
 skip_bad_images_option = click.option(
     "--skip-bad-images", is_flag=True,
     help="Leave out image-folder files that do not decode (each is decoded once up front) "
          "and report how many, instead of stopping at the first.",
 )  # fmt: skip
+
+
+def renamed(old: str, new: str, name: str, **option: Any) -> Callable:
+    """Keep the old spelling ``old`` of option ``new`` (parameter ``name``) for one release.
+
+    The old spelling is hidden from ``--help``; using it prints a one-line note on stderr
+    and fills ``name``. ``option`` are the click settings of the old spelling (its type).
+    Put it below ``@click.command()``.
+    """
+    hidden_name = f"deprecated_{name}"
+
+    def decorate(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            value = kwargs.pop(hidden_name)
+            if value is not None and value != ():
+                from sslkit.errors import BadInput
+
+                context = click.get_current_context()
+                if context.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+                    raise BadInput(f"{old} is the old spelling of {new}: give {new} only")
+                click.echo(f"note: {old} is deprecated and goes in the next release: "
+                           f"write {new}", err=True)  # fmt: skip
+                kwargs[name] = value
+            return function(*args, **kwargs)
+
+        return click.option(old, hidden_name, hidden=True, default=None, **option)(wrapper)
+
+    return decorate
+
+
+class CommaList(click.ParamType):
+    """Comma-separated numbers: ``"10,20,100,200"`` -> ``(10, 20, 100, 200)``."""
+
+    name = "list"
+
+    def __init__(self, kind: type = int, positive: bool = True, example: str = "10,20") -> None:
+        self.kind, self.positive, self.example = kind, positive, example
+
+    def convert(self, value: Any, param, ctx) -> tuple:
+        """Parse the text (a tuple, e.g. a default already parsed, passes through)."""
+        if isinstance(value, tuple):
+            return value
+        try:
+            items = tuple(self.kind(part) for part in str(value).split(",") if part.strip())
+        except ValueError:
+            items = ()
+        if not items or (self.positive and min(items) <= 0) or min(items) < 0:
+            what = "integers" if self.kind is int else "numbers"
+            what = f"positive {what}" if self.positive else what
+            self.fail(f"use comma-separated {what}, e.g. {self.example}", param, ctx)
+        return items
 
 
 def report_skipped(skipped: list[str] | tuple[str, ...]) -> None:
@@ -35,47 +97,25 @@ def report_skipped(skipped: list[str] | tuple[str, ...]) -> None:
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]], to_stderr: bool) -> None:
-    """A rich table for people (on stderr when JSON goes to stdout)."""
+    """A rich table for people (on stderr when JSON goes to stdout); cells are plain text
+    (a ``[`` in a path or a description is not rich markup) and floats have two decimals."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
+    table = Table(title=Text(title))
     for column in columns:
-        table.add_column(column)
+        table.add_column(Text(column))
     for row in rows:
-        table.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row])
+        table.add_row(*[Text(f"{v:.2f}" if isinstance(v, float) else str(v)) for v in row])
     Console(stderr=to_stderr).print(table)
 
 
-def run_evaluation(name: str, workdir: str | None, state_file: str, resume: bool, force: bool,
-                   device: str, run, report, json_path: str | None) -> None:  # fmt: skip
-    """The frame shared by the training evaluations (``linear``, ``semisup``).
-
-    Refuses to overwrite a workdir's state without ``--resume``/``--force``, joins the
-    process group under torchrun, calls ``run(env, folder) -> dict``, adds the wall time,
-    and on rank 0 writes ``WORKDIR/<name>.json``, prints ``report(output, json_path)`` and
-    the ``--json`` output.
-    """
-    import time
-    from pathlib import Path
-
-    from sslkit.engine import distributed
-    from sslkit.errors import BadInput
-    from sslkit.utils.jsonout import write_json
-
-    started = time.perf_counter()
-    folder = Path(workdir) if workdir else None
-    if folder is not None and (folder / state_file).exists() and not (resume or force):
-        raise BadInput(f"{folder} already holds a {name} run: pass --resume to continue it "
-                       "or --force to start over")  # fmt: skip
-    env = distributed.setup(device)
-    try:
-        output = run(env, folder)
-    finally:
-        distributed.teardown()
-    output["seconds"] = round(time.perf_counter() - started, 3)
-    if env.is_main:
-        if folder is not None:
-            write_json(output, str(folder / f"{name}.json"))
-        report(output, json_path)
-        write_json(output, json_path)
+def shot_table(groups: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of the many / medium / few-shot table: classes and top-1 % per group."""
+    many, few = groups["many_above"], groups["few_below"]
+    columns = ["", f"many (>{many})", f"medium ({few}-{many})", f"few (<{few})"]
+    cells = [groups.get(group) for group in ("many", "medium", "few")]
+    rows = [["classes", *[cell["classes"] if cell else 0 for cell in cells]],
+            ["top-1 %", *[cell["top1"] if cell else "-" for cell in cells]]]  # fmt: skip
+    return columns, rows

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import click
 
-from sslkit.commands.common import debug_option, json_option
+from sslkit.commands.common import debug_option, json_option, print_table, renamed
+from sslkit.utils.jsonout import write_json
 
 CONFIG_NAMES = ("voc0712-24k", "voc07-9k", "voc0712-fpn-frozen", "coco-2x", "coco-1x")
 
 
 @click.command()
-@click.option("--task", type=click.Choice(["voc", "coco"]), required=True,
+@click.option("--task", type=click.Choice(["voc", "coco"]), required=True, metavar="TASK",
               help="voc: Faster R-CNN, PASCAL VOC (AP, AP50, AP75 on voc_2007_test); coco: "
                    "Mask R-CNN, COCO 2017 (bbox and segm AP on val2017).")
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
               help="Encoder (sslkit, torchvision or MoCo/PCL/HCSC release); ResNet-18/34/50 "
                    "with the ImageNet stem (R50 for the C4 configs).")
-@click.option("--datasets-root", required=True, type=click.Path(),
-              help="Folder holding VOC2007/ and VOC2012/ (or VOCdevkit/), or coco/ with "
-                   "train2017/, val2017/, annotations/.")
-@click.option("--config", "config_name", default=None, metavar="NAME|PATH",
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              metavar="ROOT",
+              help="(Required.) Folder holding VOC2007/ and VOC2012/ (or VOCdevkit/), or "
+                   "coco/ with train2017/, val2017/, annotations/.")
+@click.option("--config", default=None, metavar="NAME|FILE",
               help=f"Shipped config ({', '.join(CONFIG_NAMES)}) or a YAML file. Default: "
                    "voc0712-24k for voc (VOC07+12, 24k iterations), coco-2x for coco.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
@@ -38,7 +40,7 @@ CONFIG_NAMES = ("voc0712-24k", "voc07-9k", "voc0712-fpn-frozen", "coco-2x", "coc
               help="Set a detectron2 config key, e.g. --opts SOLVER.BASE_LR 0.01 (repeat "
                    "for more keys; last wins).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first run.")
-@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of trainings (seeds SEED, SEED+1, ...): mean and std reported.")
 @click.option("--arch", default=None, help="Backbone arch if the checkpoint does not say.")
 @click.option("--dry-run", is_flag=True,
@@ -47,8 +49,9 @@ CONFIG_NAMES = ("voc0712-24k", "voc07-9k", "voc0712-fpn-frozen", "coco-2x", "coc
 @click.option("--force", is_flag=True, help="Replace the runs a workdir already holds.")
 @json_option
 @debug_option
-def detect(task, checkpoint, datasets_root, config_name, workdir, num_gpus, iters, norm, opts,
-           seed, seeds, arch, dry_run, force, json_path) -> None:  # fmt: skip
+@renamed("--datasets-root", "--data-root", "data_root", type=click.Path(file_okay=False))
+@renamed("--seeds", "--runs", "runs", type=click.IntRange(min=1))
+def detect(json_path, **options) -> None:
     """Fine-tune a checkpoint's encoder for object detection with detectron2.
 
     Exports the encoder to detectron2 weights, writes the full config (R50-C4 with BN as
@@ -58,46 +61,20 @@ def detect(task, checkpoint, datasets_root, config_name, workdir, num_gpus, iter
 
     \b
     Examples:
-      sslkit detect --task voc --checkpoint ckpt.pt --datasets-root /data --num-gpus 8 \\
-          --seeds 5 --json voc.json
-      sslkit detect --task coco --checkpoint ckpt.pt --datasets-root /data --num-gpus 8
-      sslkit detect --task voc --checkpoint ckpt.pt --datasets-root /data --num-gpus 8 \\
+      sslkit detect --task voc --checkpoint ckpt.pt --data-root /data --num-gpus 8 \\
+          --runs 5 --json voc.json
+      sslkit detect --task coco --checkpoint ckpt.pt --data-root /data --num-gpus 8
+      sslkit detect --task voc --checkpoint ckpt.pt --data-root /data --num-gpus 8 \\
           --dry-run --workdir runs/voc      # then: sh runs/voc/command.sh
     """
-    import time
-    from pathlib import Path
+    from sslkit.api.detect import detect as run
 
-    from sslkit.detect.configs import DEFAULT_CONFIG
-    from sslkit.detect.pipeline import RESULT_FILE, DetectRequest, run_detect
-    from sslkit.utils.jsonout import write_json
-
-    started = time.perf_counter()
-    folder = Path(workdir or f"runs/detect-{task}")
-    request = DetectRequest(task=task, checkpoint=checkpoint, datasets_root=datasets_root,
-                            workdir=folder, config=config_name or DEFAULT_CONFIG[task],
-                            num_gpus=_num_gpus(num_gpus), seeds=list(range(seed, seed + seeds)),
-                            iters=iters, norm=norm, arch=arch, opts=tuple(opts),
-                            dry_run=dry_run, force=force)  # fmt: skip
-    output = run_detect(request)
-    output["seconds"] = round(time.perf_counter() - started, 3)
-    write_json(output, str(folder / RESULT_FILE))
-    _print(output, json_path)
-    write_json(output, json_path)
-
-
-def _num_gpus(value: int | None) -> int:
-    """``--num-gpus``, by default the visible CUDA devices."""
-    if value is not None:
-        return value
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    result = run(**options)
+    _print(result.to_dict(), json_path)
+    write_json(result.to_dict(), json_path)
 
 
 def _print(output: dict, json_path: str | None) -> None:
-    from sslkit.commands.common import print_table
-    from sslkit.detect.launch import METRICS
-
     stderr = json_path == "-"
     for note in output["notes"]:
         click.echo(f"note: {note}", err=True)
@@ -108,16 +85,17 @@ def _print(output: dict, json_path: str | None) -> None:
                     to_stderr=stderr)  # fmt: skip
         click.echo(output["command"], err=stderr)
         return
+    metrics = list(next(iter(output["mean"].values()), {}))  # AP, AP50, AP75
     rows = []
     for run in output["runs"]:
         for kind, values in run["metrics"].items():
-            rows.append([f"seed {run['seed']}", kind, *[_value(values[m]) for m in METRICS]])
+            rows.append([f"seed {run['seed']}", kind, *[_value(values[m]) for m in metrics]])
     for kind, values in output["mean"].items():
         spread = output["std"][kind]
         rows.append([f"mean ± std ({len(output['runs'])})", kind,
-                     *[_spread(values[m], spread[m]) for m in METRICS]])  # fmt: skip
+                     *[_spread(values[m], spread[m]) for m in metrics]])  # fmt: skip
     print_table(f"detectron2 {output['task']} ({output['config']}, {output['iters']} "
-                "iterations)", ["run", "kind", *METRICS], rows, to_stderr=stderr)  # fmt: skip
+                "iterations)", ["run", "kind", *metrics], rows, to_stderr=stderr)  # fmt: skip
 
 
 def _value(value: float | None) -> float | str:

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from sslkit.commands.common import (
     debug_option,
     device_option,
     json_option,
+    no_progress_option,
     report_skipped,
     skip_bad_images_option,
 )
+from sslkit.utils.jsonout import write_json
 
 
 @click.command()
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
               help="sslkit checkpoint, torchvision state dict or MoCo/PCL/HCSC release.")
-@click.option("--data", "data_spec", required=True, metavar="SPEC", help="Data spec to embed.")
+@click.option("--data", required=True, metavar="SPEC", help="Data spec to embed.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
 @click.option("--layer", type=click.Choice(["backbone", "head"]), default="backbone",
               show_default=True, help="Pooled backbone feature or the method's embedding.")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Output HDF5 file (written atomically).")
 @click.option("--arch", default=None, help="Backbone arch if the checkpoint does not say.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
@@ -31,11 +31,11 @@ from sslkit.commands.common import (
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
 @skip_bad_images_option
+@no_progress_option
 @device_option
 @json_option
 @debug_option
-def extract(checkpoint, data_spec, split, layer, out_path, arch, batch_size, num_workers, half,
-            force, download, skip_bad_images, device, json_path) -> None:  # fmt: skip
+def extract(json_path, **options) -> None:
     """Embed every image of a split and write features, labels and indices to HDF5.
 
     Features stream to the file batch by batch (memory stays at one batch whatever the
@@ -48,31 +48,14 @@ def extract(checkpoint, data_spec, split, layer, out_path, arch, batch_size, num
           --split test --out test.h5
       torchrun --nproc-per-node 4 -m sslkit extract --checkpoint C --data SPEC --out F.h5
     """
-    from sslkit.engine import distributed
-    from sslkit.errors import BadInput
-    from sslkit.features.extract import load_feature_network
-    from sslkit.features.service import load_dataset
-    from sslkit.features.streaming import write_dataset_features
-    from sslkit.utils.jsonout import write_json
+    from sslkit.api.extract import extract as run
 
-    out = Path(out_path)
-    if out.exists() and not force:
-        raise BadInput(f"{out} exists: pass --force to overwrite it")
-    network = load_feature_network(checkpoint, layer, arch)
-    dataset = load_dataset(data_spec, split, network, download, skip_bad_images)
-    env = distributed.setup(device)
-    try:
-        written = write_dataset_features(network, dataset, env, out, batch_size=batch_size,
-                                         num_workers=num_workers, half=half)  # fmt: skip
-    finally:
-        distributed.teardown()
-    if not env.is_main:
+    result = run(**options)
+    if not result.main_process:
         return
-    result = {"out": str(out), "rows": written["rows"], "dim": written["dim"],
-              "skipped_images": list(dataset.skipped_images), "processes": env.world_size,
-              **written["attrs"]}  # fmt: skip
-    report_skipped(dataset.skipped_images)
+    report_skipped(result["skipped_images"])
     if json_path != "-":
-        click.echo(f"wrote {written['rows']} x {written['dim']} {layer} features to {out}",
+        click.echo(f"wrote {result['rows']} x {result['dim']} {result['layer']} features to "
+                   f"{result.out}",
                    err=True)  # fmt: skip
-    write_json(result, json_path)
+    write_json(result.to_dict(), json_path)

@@ -5,24 +5,24 @@ from __future__ import annotations
 import click
 
 from sslkit.commands.common import (
+    CommaList,
     debug_option,
     device_option,
     json_option,
+    no_progress_option,
+    print_table,
     report_skipped,
-    run_evaluation,
     skip_bad_images_option,
 )
-from sslkit.commands.linear import parse_milestones
-
-STATE_FILE = "semisup.pt"
+from sslkit.utils.jsonout import write_json
 
 
 @click.command()
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
               help="Encoder to fine-tune (sslkit, torchvision or MoCo/PCL/HCSC release).")
-@click.option("--data", "data_spec", required=True, metavar="SPEC",
+@click.option("--data", required=True, metavar="SPEC",
               help="Labelled data spec: its train split gives the subset, its test split scores.")
-@click.option("--labels", "fraction", type=float, default=None,
+@click.option("--labels", type=float, default=None,
               help="Fraction of labelled training images, class-balanced (e.g. 0.01, 0.1).")
 @click.option("--subset-file", type=click.Path(dir_okay=False), default=None,
               help="Instead of --labels: the images to use, one file name (or index) per "
@@ -37,7 +37,7 @@ STATE_FILE = "semisup.pt"
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Override the batch size (total over processes).")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=None)
-@click.option("--milestones", default=None, callback=parse_milestones,
+@click.option("--milestones", default=None, type=CommaList(int, positive=False, example="60,80"),
               help="Step-decay epochs, e.g. 30,60.")
 @click.option("--eval-every", type=click.IntRange(min=1), default=1, show_default=True,
               help="Test every N epochs (and after the last).")
@@ -51,12 +51,11 @@ STATE_FILE = "semisup.pt"
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
 @skip_bad_images_option
+@no_progress_option
 @device_option
 @json_option
 @debug_option
-def semisup(checkpoint, data_spec, fraction, subset_file, recipe, epochs, backbone_lr, head_lr,
-            batch_size, weight_decay, milestones, eval_every, arch, workdir, resume, force, seed,
-            num_workers, download, skip_bad_images, device, json_path) -> None:  # fmt: skip
+def semisup(json_path, **options) -> None:
     """Fine-tune encoder + linear head on 1 % / 10 % of the labels; top-1 / top-5.
 
     \b
@@ -66,92 +65,19 @@ def semisup(checkpoint, data_spec, fraction, subset_file, recipe, epochs, backbo
       sslkit semisup --checkpoint ckpt.pt --data imagefolder:/data/imagenet \\
           --subset-file 1percent.txt --recipe hcsc --workdir runs/semi1
     """
-    from sslkit.errors import BadInput
-    from sslkit.eval.semisup import resolve_recipe
+    from sslkit.api.semisup import semisup as run
 
-    if (fraction is None) == (subset_file is None):
-        raise BadInput("give either --labels FRACTION (e.g. 0.1) or --subset-file FILE")
-    chosen = resolve_recipe(recipe, epochs=epochs, backbone_lr=backbone_lr, head_lr=head_lr,
-                            batch_size=batch_size, weight_decay=weight_decay,
-                            milestones=milestones)  # fmt: skip
-    run_evaluation(
-        "semisup", workdir, STATE_FILE, resume, force, device,
-        lambda env, folder: _run(env, chosen, checkpoint, data_spec, fraction, subset_file,
-                                 eval_every, arch, folder, resume, seed, num_workers, download,
-                                 skip_bad_images),
-        _print, json_path)  # fmt: skip
-
-
-def _run(env, recipe, checkpoint, spec, fraction, subset_file, eval_every, arch, folder, resume,
-         seed, num_workers, download, skip_bad_images) -> dict:  # fmt: skip
-    import hashlib
-    from dataclasses import asdict
-
-    import torch
-
-    from sslkit.errors import BadInput
-    from sslkit.eval.common import load_state, save_state, summary
-    from sslkit.eval.semisup import (
-        Classifier,
-        FineTuneData,
-        balanced_subset,
-        fine_tune,
-        subset_from_file,
-    )
-    from sslkit.features.extract import load_feature_network
-    from sslkit.features.service import eval_transform_for, load_dataset
-
-    network = load_feature_network(checkpoint, "backbone", arch)
-    train = load_dataset(spec, "train", network, download, skip_bad_images)
-    test = load_dataset(spec, "test", network, download, skip_bad_images)
-    for split in (train, test):
-        report_skipped(split.skipped_images)
-    if (train.labels < 0).any() or (test.labels < 0).any():
-        raise BadInput(f"{spec} has unlabelled images (-1): semisup needs labels")
-    indices = (subset_from_file(train, subset_file) if subset_file
-               else balanced_subset(train.labels, fraction, seed))  # fmt: skip
-    labelled = train.subset(indices)
-    used_fraction = len(indices) / len(train)
-    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-    transform = eval_transform_for(network, train)
-    data = FineTuneData(labelled, test, transform.size, transform.mean, transform.std)
-    torch.manual_seed(seed)
-    model = Classifier(network.encoder.build_backbone(), num_classes)
-    subset_id = hashlib.sha256(indices.astype("int64").tobytes()).hexdigest()[:16]
-    meta = {"format": "sslkit.semisup", "recipe": asdict(recipe), "subset": subset_id,
-            "encoder": network.encoder.sha256}  # fmt: skip
-    resume_state = load_state(folder / STATE_FILE, meta) if resume and folder else None
-
-    def save(state) -> None:
-        if folder is not None and env.is_main:
-            save_state(folder / STATE_FILE, state, meta)
-
-    state = fine_tune(recipe, model, data, env.device, fraction=used_fraction, seed=seed,
-                      eval_every=eval_every, num_workers=num_workers, resume=resume_state,
-                      on_epoch_end=save)  # fmt: skip
-    tested = [row for row in state.history if "top1" in row]
-    return {
-        "protocol": "semisup", "recipe": asdict(recipe),
-        "head_lr": recipe.head_lr_for(used_fraction),
-        "labelled": {"images": len(indices), "fraction": round(used_fraction, 6),
-                     "source": subset_file or f"balanced {fraction:g}, seed {seed}",
-                     "subset_sha": subset_id},
-        "num_classes": num_classes, "result": summary(tested), "history": state.history,
-        "inputs": {**network.provenance(), "dataset": train.spec,
-                   "train_fingerprint": train.fingerprint(),
-                   "test_fingerprint": test.fingerprint(),
-                   "skipped_images": {"train": list(train.skipped_images),
-                                      "test": list(test.skipped_images)}},
-    }  # fmt: skip
-
-
-def _print(output: dict, json_path: str | None) -> None:
-    from sslkit.commands.common import print_table
-
-    result = output["result"]
+    result = run(**options)
+    if not result.main_process:
+        return
+    output = result.to_dict()
+    for skipped in output["inputs"]["skipped_images"].values():
+        report_skipped(skipped)
     rows = [[row["epoch"], f"{row['loss']:.4f}", row.get("top1", ""), row.get("top5", "")]
             for row in output["history"][-10:]]  # fmt: skip
+    scores = output["result"]
     title = (f"semisup ({output['labelled']['images']} labelled images, recipe "
-             f"{output['recipe']['name']}): top-1 {result['top1']:.2f}, best "
-             f"{result['best']['top1']:.2f} at epoch {result['best']['epoch']}")  # fmt: skip
+             f"{output['recipe']['name']}): top-1 {scores['top1']:.2f}, best "
+             f"{scores['best']['top1']:.2f} at epoch {scores['best']['epoch']}")  # fmt: skip
     print_table(title, ["epoch", "loss", "top-1 %", "top-5 %"], rows, to_stderr=json_path == "-")
+    write_json(output, json_path)

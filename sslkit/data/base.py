@@ -30,6 +30,12 @@ class DataInfo:
     class_names: tuple[str, ...] = field(default=(), compare=False)
     num_samples: int = field(default=0, compare=False)  # training-set size (0 = unknown)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> DataInfo:
+        """The info a checkpoint recorded (``dataclasses.asdict``; lists back to tuples)."""
+        return cls(**{key: tuple(value) if isinstance(value, list) else value
+                      for key, value in values.items()})  # fmt: skip
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

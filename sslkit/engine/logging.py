@@ -1,5 +1,5 @@
 """Training metrics: ``metrics.jsonl`` in the workdir (and optionally TensorBoard scalars),
-and a rich progress bar on stderr."""
+and the progress of training on stderr."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from sslkit.errors import BadInput
+from sslkit.utils.progress import Progress
 
 
 class MetricsLog:
@@ -89,20 +87,12 @@ class TensorBoardScalars:
 
 
 class TrainingProgress:
-    """A rich progress bar: epoch, step, loss terms, lr and images/s (stderr, rank 0)."""
+    """Training progress on stderr (rank 0): a rich bar with the time remaining on a
+    terminal, else a log line every few seconds (epoch, step, loss, lr, images/s, time
+    left); see :mod:`sslkit.utils.progress`."""
 
     def __init__(self, enabled: bool, total_steps: int) -> None:
-        self.enabled = enabled
-        self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            disable=not enabled,
-        )
-        self.task = self.progress.add_task("train", total=total_steps, epoch="-", stats="")
+        self.progress = Progress("pretrain", total_steps, unit="steps", enabled=enabled)
 
     def __enter__(self) -> TrainingProgress:
         self.progress.__enter__()
@@ -112,6 +102,7 @@ class TrainingProgress:
         self.progress.__exit__(*exc)
 
     def update(self, completed: int, epoch: str, stats: dict[str, float]) -> None:
-        """Move the bar to ``completed`` steps and show ``stats``."""
-        text = "  ".join(f"{k} {v:.4g}" for k, v in stats.items())
-        self.progress.update(self.task, completed=completed, epoch=epoch, stats=text)
+        """Move to ``completed`` steps and show the epoch and ``stats`` (``img/s`` shown as
+        images/s)."""
+        shown = {("images/s" if key == "img/s" else key): value for key, value in stats.items()}
+        self.progress.update(completed, epoch=epoch, **shown)

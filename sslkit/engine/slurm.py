@@ -4,7 +4,7 @@ One task per GPU on every node (or ``tasks_per_node`` CPU processes); each task 
 process group from submitit's job environment, exactly as a torchrun worker does from
 torchrun's variables, and runs the ordinary ``pretrain``. When SLURM preempts the job or
 its time runs out, submitit calls :meth:`PretrainJob.checkpoint`, which requeues the job
-with ``--resume``: it continues from the last epoch checkpoint. ``--launcher local`` runs
+with ``resume=True``: it continues from the last epoch checkpoint. ``--launcher local`` runs
 the same job with submitit's local executor on this machine (to try a launch, and the tests).
 submitit is optional: ``pip install 'sslkit[slurm]'``.
 """
@@ -49,7 +49,7 @@ def master_port(job_id: str) -> int:
 
 def distributed_env(global_rank: int, local_rank: int, num_tasks: int, num_nodes: int,
                     hostnames: list[str], job_id: str) -> dict[str, str]:  # fmt: skip
-    """The torchrun variables ``sslkit.engine.distributed.setup`` reads, for one task."""
+    """The torchrun variables ``sslkit.distributed.setup`` reads, for one task."""
     return {
         "RANK": str(global_rank),
         "LOCAL_RANK": str(local_rank),
@@ -61,7 +61,12 @@ def distributed_env(global_rank: int, local_rank: int, num_tasks: int, num_nodes
 
 
 class PretrainJob:
-    """What submitit runs on every task: join the process group, then ``pretrain``."""
+    """What submitit runs on every task: join the process group, then pre-train.
+
+    ``params`` are the keyword arguments of :func:`sslkit.pretrain` (plain values, so
+    submitit can pickle them). Rank 0 returns the run's summary and writes it to
+    ``WORKDIR/slurm/summary.json``; the other tasks return ``None``.
+    """
 
     def __init__(self, params: dict[str, Any]) -> None:
         self.params = params
@@ -69,12 +74,18 @@ class PretrainJob:
     def __call__(self) -> dict | None:
         import submitit
 
+        from sslkit.api.pretrain import train
+        from sslkit.utils.jsonout import write_json
+
         job = submitit.JobEnvironment()
         os.environ.update(distributed_env(job.global_rank, job.local_rank, job.num_tasks,
                                           job.num_nodes, list(job.hostnames), job.job_id))
-        from sslkit.commands.pretrain import run_pretrain
-
-        return run_pretrain(**self.params)
+        result = train(self.params)
+        if not result.main_process:
+            return None
+        workdir = Path(result.checkpoint).parent
+        write_json(result.to_dict(), str(workdir / LOG_FOLDER / SUMMARY_FILE))
+        return result.to_dict()
 
     def checkpoint(self, *_args, **_kwargs):
         """Called by submitit on preemption or timeout: requeue, resuming (never --force)."""
@@ -86,7 +97,7 @@ class PretrainJob:
 
 def submit_pretrain(params: dict[str, Any], resources: JobResources, cluster: str,
                     workdir: Path):  # fmt: skip
-    """Submit ``run_pretrain(**params)`` as one job of ``resources``; the submitit job."""
+    """Submit :class:`PretrainJob` ``(params)`` as one job of ``resources``; the submitit job."""
     try:
         import submitit
     except ImportError as exc:
@@ -98,11 +109,11 @@ def submit_pretrain(params: dict[str, Any], resources: JobResources, cluster: st
         raise BadInput("--launcher slurm: no SLURM on this machine (no srun); submit from the "
                        "cluster's login node, or try the job here with --launcher local") from exc
     options: dict[str, Any] = {
-        "name": f"sslkit-{params['method_name']}", "nodes": resources.nodes,
+        "name": f"sslkit-{params['method']}", "nodes": resources.nodes,
         "tasks_per_node": resources.tasks, "gpus_per_node": resources.gpus_per_node,
         "cpus_per_task": resources.cpus_per_task, "timeout_min": resources.timeout_min,
     }  # fmt: skip
     if resources.partition and cluster == "slurm":
         options["slurm_partition"] = resources.partition
     executor.update_parameters(**options)
-    return executor.submit(PretrainJob({**params, "no_progress": True}))
+    return executor.submit(PretrainJob(params))

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 import yaml
 
+from sslkit import distributed
 from sslkit.config import method_config
 from sslkit.data.loader import iterate_images, training_batches
 from sslkit.data.specs import load_split
 from sslkit.data.views import make_views
-from sslkit.engine import distributed
 from sslkit.engine.checkpointing import (
     CHECKPOINT_NAME,
     read_training_checkpoint,

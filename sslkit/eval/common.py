@@ -28,7 +28,7 @@ def augmentation_generator(device: torch.device, seed: int, epoch: int) -> torch
     Every process draws its own crops (rank 0 draws those of a single-process run): with one
     seed for all ranks, image i of every rank's batch would get the same crop and flip.
     """
-    from sslkit.engine.distributed import rank
+    from sslkit.distributed import rank
 
     return torch.Generator(device=device).manual_seed(seed * 1000003 + epoch
                                                       + 7919 * 1000003 * rank())  # fmt: skip

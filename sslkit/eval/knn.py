@@ -28,7 +28,7 @@ DEFAULT_KS = (10, 20, 100, 200)
 
 
 @dataclass
-class KnnResult:
+class KnnScores:
     """Top-1 / top-5 accuracy (in %) for every K, and the best K by top-1.
 
     ``predictions`` (from :func:`knn_vote`; not part of :meth:`as_dict`) holds every
@@ -42,15 +42,22 @@ class KnnResult:
     test_size: int
     predictions: dict[int, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
+    def capped(self) -> list[int]:
+        """The ks larger than the training set (they vote with all of it)."""
+        return [k for k in sorted(self.top1) if k > self.train_size]
+
     @property
     def best_k(self) -> int:
         """The K with the highest top-1 (the smallest such K on ties)."""
         return max(sorted(self.top1), key=lambda k: self.top1[k])
 
     def as_dict(self) -> dict:
-        """Plain types for JSON."""
+        """Plain types for JSON: scores per k in increasing k (a k above the training set's
+        size votes with every training image: ``neighbours`` says how many), the best k."""
         return {
-            "k": {str(k): {"top1": self.top1[k], "top5": self.top5[k]} for k in self.top1},
+            "k": {str(k): {"top1": self.top1[k], "top5": self.top5[k],
+                           "neighbours": min(k, self.train_size)}
+                  for k in sorted(self.top1)},  # fmt: skip
             "best": {"k": self.best_k, "top1": self.top1[self.best_k],
                      "top5": self.top5[self.best_k]},  # fmt: skip
             "temperature": self.temperature,
@@ -75,7 +82,7 @@ def knn_classify(
     temperature: float = 0.07,
     device: torch.device | str = "cpu",
     memory_mb: int = 256,
-) -> KnnResult:
+) -> KnnScores:
     """Weighted kNN accuracy of the test set against the train set for every K in ``ks``."""
     ks = check_knn_inputs(train_features, train_labels, test_features, test_labels, ks,
                           temperature)  # fmt: skip
@@ -153,7 +160,7 @@ def merge_top_k(first: tuple[torch.Tensor, torch.Tensor], second: tuple[torch.Te
 
 @torch.no_grad()
 def knn_vote(similarities: torch.Tensor, neighbours: torch.Tensor, train_labels, test_labels,
-             ks: list[int], temperature: float, chunk: int = 4096) -> KnnResult:  # fmt: skip
+             ks: list[int], temperature: float, chunk: int = 4096) -> KnnScores:  # fmt: skip
     """Top-1/top-5 accuracy of the ``exp(s/T)``-weighted vote of the first K neighbours.
 
     The result also holds each query's predicted class for every K (``predictions``).
@@ -178,7 +185,7 @@ def knn_vote(similarities: torch.Tensor, neighbours: torch.Tensor, train_labels,
             correct1[k] += int((best[:, 0] == truth).sum())
             correct5[k] += int((best == truth.unsqueeze(1)).any(dim=1).sum())
     total = len(test_y)
-    return KnnResult(
+    return KnnScores(
         top1={k: 100.0 * correct1[k] / total for k in ks},
         top5={k: 100.0 * correct5[k] / total for k in ks},
         temperature=temperature,
@@ -210,7 +217,7 @@ NEIGHBOURS_STORED = 200  # neighbours kept in the cache (more when a larger K is
 
 
 def cached_knn_classify(train, test, train_file, test_file, ks, temperature: float,
-                        device: torch.device | str = "cpu") -> tuple[KnnResult, bool]:  # fmt: skip
+                        device: torch.device | str = "cpu") -> tuple[KnnScores, bool]:  # fmt: skip
     """:func:`knn_classify` of two cached feature sets, reusing their stored neighbour search.
 
     ``train_file``/``test_file`` are the feature-cache files of ``train``/``test``; the

@@ -1,4 +1,4 @@
-"""Linear classification on a frozen encoder (evaluation.md §2).
+"""Linear classification on a frozen encoder: the papers' SGD recipes.
 
 A fresh linear layer (weight ~ N(0, 0.01), bias 0) is trained with SGD on top of a frozen
 backbone that stays in eval mode (BN statistics never move; checked at the end). Two ways
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslkit.engine.distributed import all_reduce_mean, world_size
+from sslkit.distributed import all_reduce_mean, world_size
 from sslkit.engine.optim import LARS
 from sslkit.errors import BadInput
 from sslkit.eval.common import (
@@ -58,7 +58,7 @@ class LinearRecipe:
                                          self.gamma, epoch)  # fmt: skip
 
 
-#: The named recipes of evaluation.md §2 (custom values override any field).
+#: The papers' named recipes (custom values override any field).
 RECIPES: dict[str, LinearRecipe] = {
     "pcl": LinearRecipe("pcl", lr=5.0),
     "mocov2": LinearRecipe("mocov2", lr=30.0),
@@ -66,7 +66,7 @@ RECIPES: dict[str, LinearRecipe] = {
     "conic": LinearRecipe("conic", lr=75.0, schedule="cosine"),
     "simsiam-lars": LinearRecipe("simsiam-lars", lr=1.6, epochs=90, batch_size=4096,
                                  schedule="cosine", optimizer="lars"),  # fmt: skip
-    # transfer (evaluation.md §5): HCSC's VOC07 linear layer and Places205 probe
+    # transfer: HCSC's VOC07 linear layer and Places205 probe
     "voc07-hcsc": LinearRecipe("voc07-hcsc", lr=0.05, batch_size=16, schedule="cosine"),
     "places-hcsc": LinearRecipe("places-hcsc", lr=3.0, schedule="cosine"),
 }
@@ -105,6 +105,8 @@ def make_optimizer(recipe: LinearRecipe, classifier: nn.Module) -> torch.optim.O
 
 #: ``train_batches(epoch)`` yields ``(inputs, labels)`` for one epoch of this process.
 BatchSource = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+#: ``on_batch(images, loss, lr, epoch)``: called after every training batch (0-based epoch).
+BatchReport = Callable[[int, float, float, int], None]
 
 
 def train_probe(
@@ -116,12 +118,14 @@ def train_probe(
     *,
     resume: TrainState | None = None,
     on_epoch_end: Callable[[TrainState], None] | None = None,
+    on_batch: BatchReport | None = None,
 ) -> TrainState:
     """Train ``classifier`` for the recipe's epochs; test after every epoch.
 
     Gradients are averaged over processes when running distributed (each process sees
     its share of the batches). ``on_epoch_end`` receives the state after every epoch
-    (the command writes its checkpoint there).
+    (the command writes its checkpoint there); ``on_batch(images, loss, lr, epoch)``
+    follows every batch (progress).
     """
     optimizer = make_optimizer(recipe, classifier)
     state = TrainState({}, {}, 0, [])
@@ -145,6 +149,8 @@ def train_probe(
             optimizer.step()
             total += loss.item() * len(labels)
             count += len(labels)
+            if on_batch is not None:
+                on_batch(len(labels), loss.item(), lr, epoch)
         result = evaluate(classifier, test_inputs, test_labels)
         state = TrainState(
             {k: v.detach().cpu().clone() for k, v in classifier.state_dict().items()},
@@ -193,7 +199,7 @@ def augmented_batches(backbone: nn.Module, dataset, transform_size: int, mean, s
     """
     from sslkit.data.loader import iterate_images, training_batches
     from sslkit.data.views import CropSpec, Photometric, make_view, to_float_rgb
-    from sslkit.engine.distributed import rank
+    from sslkit.distributed import rank
 
     crop = CropSpec(size=transform_size, scale=(0.08, 1.0))
     photo = Photometric(flip_prob=0.5, jitter_prob=0.0, grayscale_prob=0.0)

@@ -92,13 +92,3 @@ def shot_accuracy(train_labels: np.ndarray, predictions: np.ndarray,
     result["many_above"] = MANY_SHOT_ABOVE
     result["few_below"] = FEW_SHOT_BELOW
     return result
-
-
-def shot_table(groups: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows of the many/medium/few table: classes and top-1 % per group."""
-    columns = ["", f"many (>{MANY_SHOT_ABOVE})", f"medium ({FEW_SHOT_BELOW}-{MANY_SHOT_ABOVE})",
-               f"few (<{FEW_SHOT_BELOW})"]  # fmt: skip
-    cells = [groups.get(group) for group in SHOT_GROUPS]
-    rows = [["classes", *[cell["classes"] if cell else 0 for cell in cells]],
-            ["top-1 %", *[cell["top1"] if cell else "-" for cell in cells]]]  # fmt: skip
-    return columns, rows

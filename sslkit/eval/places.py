@@ -1,4 +1,4 @@
-"""Places205 transfer on frozen features (evaluation.md §4 Places part and §5.2).
+"""Places205 transfer on frozen features (PCL's SVMs and HCSC's linear probe).
 
 * ``sgd``: a linear layer (N(0, 0.01), bias 0) trained by SGD on the cached,
   un-augmented backbone features of ``train`` with the ``places-hcsc`` recipe (lr 3.0,
@@ -50,8 +50,8 @@ def run_places205(network: FeatureNetwork, root: str | Path, device: torch.devic
                   protocol: str = "sgd", recipe: LinearRecipe | None = None,
                   image_size: int | None = None, cost: float = 0.5,
                   shots: Sequence[int] | None = None, runs: int = 5, seed: int = 0,
-                  cache_dir: str | Path | None = None,
-                  use_cache: bool = True) -> dict[str, Any]:  # fmt: skip
+                  cache_dir: str | Path | None = None, use_cache: bool = True,
+                  show_progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """Load Places205's train / val splits under ``root`` and run ``sgd`` (recipe
     ``places-hcsc`` unless given) or ``svm``. Returns the command's JSON body."""
     from sslkit.eval.svm import places_svm
@@ -62,7 +62,8 @@ def run_places205(network: FeatureNetwork, root: str | Path, device: torch.devic
         raise BadInput(f"--task places205 takes --protocol sgd or svm, not {protocol}")
     crop, resize = feature_sizes(network, image_size)
     datasets = {s: Places205Dataset(root, s, crop, resize) for s in ("train", "val")}
-    features, sources = frozen_features(network, datasets, device, cache_dir, use_cache)
+    features, sources = frozen_features(network, datasets, device, cache_dir, use_cache, crop,
+                                        show_progress)  # fmt: skip
     train_y, val_y = datasets["train"].labels, datasets["val"].labels
     if protocol == "svm":
         result = places_svm(features["train"], train_y, features["val"], val_y, cost, shots,

@@ -1,4 +1,4 @@
-"""Semi-supervised fine-tuning with 1 % or 10 % of the labels (evaluation.md §3).
+"""Semi-supervised fine-tuning with 1 % or 10 % of the labels (HCSC, PCL, CLD).
 
 The encoder and a new linear head are trained together (BatchNorm in train mode) on a
 labelled subset of the training split: class-balanced and drawn with a fixed seed, or read
@@ -57,7 +57,7 @@ class SemisupRecipe:
         return epoch_lr_factor(self.epochs, "step", self.milestones, self.gamma, epoch)
 
 
-#: The recipes of evaluation.md §3 (HCSC's code, PCL App. E, CLD / OpenSelfSup).
+#: The recipes of HCSC's code, PCL App. E and CLD / OpenSelfSup.
 RECIPES: dict[str, SemisupRecipe] = {
     "hcsc": SemisupRecipe("hcsc", epochs=70, backbone_lr=0.005, head_lr=0.02,
                           milestones=(30, 60), gamma=0.1, weight_decay=0.0),
@@ -172,15 +172,18 @@ def fine_tune(
     num_workers: int = 0,
     resume: TrainState | None = None,
     on_epoch_end: Callable[[TrainState], None] | None = None,
+    on_batch: Callable[[int, float, float, int], None] | None = None,
 ) -> TrainState:
     """Fine-tune ``model`` on ``data.train``; test every ``eval_every`` epochs and at the end.
+
+    ``on_batch(images, loss, backbone lr, epoch)`` follows every batch (progress).
 
     Under ``torchrun`` the model is wrapped in DistributedDataParallel (with SyncBatchNorm
     on CUDA, as the HCSC script does) and each process trains on its share of every batch.
     """
     from sslkit.data.loader import iterate_images, training_batches
     from sslkit.data.views import CropSpec, Photometric, make_view, to_float_rgb
-    from sslkit.engine.distributed import rank, world_size
+    from sslkit.distributed import rank, world_size
 
     model = model.to(device)
     optimizer = make_optimizer(recipe, model, fraction)
@@ -218,6 +221,8 @@ def fine_tune(
             scaler.update()
             total += loss.item() * len(target)
             count += len(target)
+            if on_batch is not None:
+                on_batch(len(target), loss.item(), optimizer.param_groups[0]["lr"], epoch)
         row: dict[str, float] = {"epoch": epoch + 1, "lr_backbone": optimizer.param_groups[0]["lr"],
                                  "lr_head": optimizer.param_groups[1]["lr"],
                                  "loss": total / max(count, 1)}  # fmt: skip
@@ -244,7 +249,7 @@ def evaluate(model: Classifier, data: FineTuneData, device: torch.device) -> Acc
 
 def _distributed(model: Classifier, device: torch.device) -> nn.Module:
     """DDP (with SyncBatchNorm on CUDA) when several processes run; the model otherwise."""
-    from sslkit.engine.distributed import world_size
+    from sslkit.distributed import world_size
 
     if world_size() == 1:
         return model

@@ -1,4 +1,4 @@
-"""Linear SVMs on frozen features, full-data and low-shot (evaluation.md §4; PCL, Goyal et al.).
+"""Linear SVMs on frozen features, full-data and low-shot (PCL; Goyal et al.).
 
 VOC07 (PCL ``eval_svm_voc.py``): features ``f / (||f|| + 1e-5)``; labels {1, 0, -1} with
 0 (difficult only) mapped to -1 on train *and* test, as the script does; one LIBLINEAR

@@ -1,4 +1,4 @@
-"""CLD's label-free model-selection score NMI(f, f') * R(f, f') (evaluation.md §9).
+"""CLD's label-free model-selection score NMI(f, f') * R(f, f') (CLD §4.2).
 
 Two augmented views of the same images are embedded with the frozen encoder (the
 checkpoint's own training augmentation, a fixed seed). NMI(f, f') compares a k-means
@@ -34,8 +34,9 @@ class UnsupervisedScore:
     images: int
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain types for JSON."""
-        return asdict(self)
+        """Plain types for JSON, the three scores in % (as every sslkit score)."""
+        values = asdict(self)
+        return {**values, **{key: 100.0 * values[key] for key in ("nmi", "retrieval", "score")}}
 
 
 def instance_retrieval(first: torch.Tensor, second: torch.Tensor) -> float:
@@ -59,7 +60,7 @@ def view_agreement_nmi(first: np.ndarray, second: np.ndarray, clusters: int,
     """NMI (geometric normalisation) between k-means clusterings of the two views."""
     from sklearn.metrics import normalized_mutual_info_score
 
-    from sslkit.cluster.kmeans import KMeansSettings, kmeans
+    from sslkit.clustering.kmeans import KMeansSettings, kmeans
 
     settings = KMeansSettings(niter=20, nredo=1, seed=seed, spherical=True)
     labels_first = kmeans(first, clusters, settings).labels

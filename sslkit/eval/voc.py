@@ -1,4 +1,4 @@
-"""VOC07 multi-label classification on a frozen encoder (evaluation.md §4 and §5.1).
+"""VOC07 multi-label classification on a frozen encoder (PCL's SVMs and HCSC's linear layer).
 
 Metrics:
 
@@ -305,21 +305,25 @@ def _output_dim(backbone: nn.Module, size: int, device: torch.device) -> int:
 def feature_sizes(network: FeatureNetwork, image_size: int | None) -> tuple[int, int]:
     """``(crop, resize)`` of the frozen-feature view: ``Resize(256)`` -> ``CenterCrop(224)``
     scaled to the crop (``--image-size``, else the checkpoint's, else 224)."""
-    config = network.encoder.config or {}
-    crop = int(image_size or (config.get("data") or {}).get("image_size") or 224)
+    view = network.trained_view()
+    crop = int(image_size or (view.size if view else 224))
     return crop, round(crop * 256 / 224)
 
 
 def frozen_features(network: FeatureNetwork, datasets: dict[str, ImageDataset],
                     device: torch.device, cache_dir: str | Path | None, use_cache: bool,
+                    size: int, show_progress: bool = False,
                     ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:  # fmt: skip
-    """Un-normalised features of each split through the feature cache, and their sources."""
-    from sslkit.features.service import dataset_features
+    """Un-normalised features of each split through the feature cache, and their sources:
+    at ``size`` px, with the checkpoint's normalisation (sslkit) or the dataset's."""
+    from sslkit.features.service import dataset_features, eval_transform_for
 
     features, sources = {}, {}
     for split, dataset in datasets.items():
         found, source = dataset_features(network, dataset, device, cache_dir=cache_dir,
-                                         use_cache=use_cache, normalized=False)  # fmt: skip
+                                         use_cache=use_cache, normalized=False,
+                                         show_progress=show_progress,
+                                         transform=eval_transform_for(network, dataset, size))
         if not np.array_equal(found.indices, np.arange(len(dataset))):
             raise BadInput(f"cached features of {split} are not in dataset order: "
                            "rerun with --no-cache")  # fmt: skip
@@ -332,10 +336,12 @@ def run_voc07(network: FeatureNetwork, root: str | Path, device: torch.device, *
               recipe: LinearRecipe | None = None, image_size: int | None = None,
               cost: float = 0.5, shots: Sequence[int] | None = None, runs: int = 5,
               seed: int = 0, cache_dir: str | Path | None = None,
-              use_cache: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Load the VOC2007 splits under ``root`` and run one protocol: ``svm`` (§4), or the
-    linear layer (``sgd``) with ``voc_protocol`` ``standard`` or ``hcsc`` (§5.1; recipe
-    ``voc07-hcsc`` unless given). Returns the command's JSON body."""
+              use_cache: bool = True, show_progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Load the VOC2007 splits under ``root`` and run one protocol: ``svm`` (PCL's), or the
+    linear layer (``sgd``) with ``voc_protocol`` ``standard`` or ``hcsc`` (recipe
+    ``voc07-hcsc`` unless given); the feature view is ``image_size`` px, else the
+    checkpoint's. ``show_progress`` reports the extraction. Returns the command's JSON
+    body."""
     from sslkit.eval.svm import voc_svm
 
     recipe = recipe or RECIPES["voc07-hcsc"]
@@ -349,7 +355,8 @@ def run_voc07(network: FeatureNetwork, root: str | Path, device: torch.device, *
     splits = ("trainval", "test") if protocol == "svm" else ("train", "val", "test")
     datasets = {s: VOC07Dataset(root, s, crop, resize) for s in splits}
     _require_test_positives(datasets["test"])
-    features, sources = frozen_features(network, datasets, device, cache_dir, use_cache)
+    features, sources = frozen_features(network, datasets, device, cache_dir, use_cache, crop,
+                                        show_progress)  # fmt: skip
     if protocol == "svm":
         train = datasets["trainval"]
         result = voc_svm(features["trainval"], train.targets, features["test"],

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslkit.data.base import ImageDataset
+from sslkit.data.base import DataInfo, ImageDataset
 from sslkit.data.loader import extraction_batches, iterate_images
 from sslkit.data.views import eval_transform
-from sslkit.engine.distributed import all_gather_variable, rank, world_size
+from sslkit.distributed import all_gather_variable, rank, world_size
 from sslkit.errors import BadInput
 from sslkit.models.checkpoint import LoadedEncoder, load_encoder
 
@@ -116,12 +116,25 @@ class FeatureNetwork:
         from sslkit.config import method_config
         from sslkit.methods.registry import get_method
 
-        method_cls = get_method(self.encoder.method)
         config = self.encoder.config
+        # the name the run was started with (PACKAGE:NAME when two packages register it)
+        method_cls = get_method(config["method"].get("name") or self.encoder.method)
         method = method_cls(method_config(method_cls, config["method"]), backbone,
-                            _data_info_from(self.encoder.checkpoint))  # fmt: skip
+                            DataInfo.from_dict(self.encoder.checkpoint["data_info"]))  # fmt: skip
         method.load_state_dict(self.encoder.checkpoint["method_state"])
         return _MethodEmbedding(method)
+
+    def trained_view(self) -> EvalTransform | None:
+        """The evaluation view the encoder was trained for: an sslkit checkpoint's crop size
+        (``augment.size``, else its data's image size) and its data's normalisation;
+        ``None`` for other checkpoints (they say neither)."""
+        info = self.encoder.checkpoint.get("data_info") if self.encoder.source_format == (
+            "sslkit") else None  # fmt: skip
+        if not info:
+            return None
+        augment = (self.encoder.config or {}).get("augment") or {}
+        size = augment.get("size") or info["image_size"]
+        return EvalTransform(int(size), tuple(info["mean"]), tuple(info["std"]))
 
     def provenance(self) -> dict[str, Any]:
         """Attributes recorded in feature files and JSON results."""
@@ -152,13 +165,6 @@ def load_feature_network(checkpoint: str, layer: str, arch: str | None = None) -
         raise BadInput("--layer head needs an sslkit checkpoint (others hold no head): "
                        "use --layer backbone")  # fmt: skip
     return FeatureNetwork(layer, encoder)
-
-
-def _data_info_from(checkpoint: dict[str, Any]):
-    from sslkit.data.base import DataInfo
-
-    info = checkpoint["data_info"]
-    return DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in info.items()})
 
 
 def labels_and_indices(dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ import torch
 
 from sslkit.data.base import ImageDataset
 from sslkit.data.specs import load_split
+from sslkit.distributed import rank, world_size
 from sslkit.features.extract import (
     EvalTransform,
     FeatureNetwork,
@@ -15,13 +16,17 @@ from sslkit.features.extract import (
     labels_and_indices,
 )
 from sslkit.features.store import FeatureSet
+from sslkit.utils.progress import progress
 
 
-def eval_transform_for(network: FeatureNetwork, dataset: ImageDataset) -> EvalTransform:
-    """The evaluation view: the training crop size of an sslkit run, else the image size."""
-    config = network.encoder.config or {}
-    size = (config.get("augment") or {}).get("size") or dataset.info.image_size
-    return EvalTransform(int(size), dataset.info.mean, dataset.info.std)
+def eval_transform_for(network: FeatureNetwork, dataset: ImageDataset,
+                       size: int | None = None) -> EvalTransform:  # fmt: skip
+    """The evaluation view: the size and normalisation the checkpoint was trained with (an
+    sslkit checkpoint), else the dataset's own; ``size`` (an explicit ``--image-size``)
+    replaces the size."""
+    view = network.trained_view() or EvalTransform(dataset.info.image_size, dataset.info.mean,
+                                                   dataset.info.std)  # fmt: skip
+    return view if size is None else EvalTransform(int(size), view.mean, view.std)
 
 
 def provenance_of(network: FeatureNetwork, dataset: ImageDataset, transform: EvalTransform,
@@ -52,12 +57,20 @@ def compute_features(
     batch_size: int = 256,
     num_workers: int = 0,
     normalized: bool = True,
+    show_progress: bool = False,
+    transform: EvalTransform | None = None,
 ) -> FeatureSet:
-    """Embed a dataset split (L2-normalised rows unless ``normalized=False``) with provenance."""
-    transform = eval_transform_for(network, dataset)
+    """Embed a dataset split (L2-normalised rows unless ``normalized=False``) with provenance;
+    ``show_progress`` reports it on stderr (on the main process). ``transform`` replaces
+    the evaluation view of :func:`eval_transform_for` (an explicit ``--image-size``)."""
+    transform = transform or eval_transform_for(network, dataset)
     module = feature_module(network, device)
-    features = embed_dataset(module, dataset, transform, device, batch_size, num_workers,
-                             normalize_rows=normalized)  # fmt: skip
+    share = -(-len(dataset) // world_size())  # this process's images, about
+    with progress(f"embed {dataset.spec} {dataset.split}", share,
+                  enabled=show_progress and rank() == 0) as shown:  # fmt: skip
+        features = embed_dataset(module, dataset, transform, device, batch_size, num_workers,
+                                 normalize_rows=normalized,
+                                 progress=lambda n: shown.update(advance=n, images=n))
     labels, indices = labels_and_indices(dataset)
     return FeatureSet(features.cpu().numpy(), labels, indices,
                       provenance_of(network, dataset, transform, normalized))  # fmt: skip
@@ -66,7 +79,7 @@ def compute_features(
 def split_features(network: FeatureNetwork, spec: str, splits: tuple[str, ...],
                    device: torch.device, *, cache_dir=None, use_cache: bool = True,
                    batch_size: int = 256, download: bool = False, normalized: bool = True,
-                   skip_bad_images: bool = False,
+                   skip_bad_images: bool = False, show_progress: bool = False,
                    ) -> tuple[list[FeatureSet], dict[str, Any]]:  # fmt: skip
     """Features of several splits of a data spec, through the feature cache.
 
@@ -78,7 +91,8 @@ def split_features(network: FeatureNetwork, spec: str, splits: tuple[str, ...],
         dataset = load_dataset(spec, split, network, download, skip_bad_images)
         features, source = dataset_features(network, dataset, device, cache_dir=cache_dir,
                                             use_cache=use_cache, batch_size=batch_size,
-                                            normalized=normalized)  # fmt: skip
+                                            normalized=normalized,
+                                            show_progress=show_progress)  # fmt: skip
         parts.append(features)
         sources[split] = {**source, "skipped_images": list(dataset.skipped_images)}
     return parts, sources
@@ -86,19 +100,23 @@ def split_features(network: FeatureNetwork, spec: str, splits: tuple[str, ...],
 
 def dataset_features(network: FeatureNetwork, dataset: ImageDataset, device: torch.device, *,
                      cache_dir=None, use_cache: bool = True, batch_size: int = 256,
-                     normalized: bool = True) -> tuple[FeatureSet, dict[str, Any]]:  # fmt: skip
-    """One dataset's features through the feature cache, and where they came from."""
+                     normalized: bool = True, show_progress: bool = False,
+                     transform: EvalTransform | None = None,
+                     ) -> tuple[FeatureSet, dict[str, Any]]:  # fmt: skip
+    """One dataset's features through the feature cache, and where they came from
+    (``transform``: see :func:`compute_features`)."""
     from pathlib import Path
 
     from sslkit.features.cache import cached_features, default_cache_dir
 
     def compute() -> FeatureSet:
-        return compute_features(network, dataset, device, batch_size, normalized=normalized)
+        return compute_features(network, dataset, device, batch_size, normalized=normalized,
+                                show_progress=show_progress, transform=transform)
 
     if use_cache:
         folder = Path(cache_dir) if cache_dir else default_cache_dir()
-        provenance = provenance_of(network, dataset, eval_transform_for(network, dataset),
-                                   normalized)  # fmt: skip
+        view = transform or eval_transform_for(network, dataset)
+        provenance = provenance_of(network, dataset, view, normalized)
         features, hit, path = cached_features(folder, provenance, compute)
     else:
         features, hit, path = compute(), False, None
@@ -108,8 +126,10 @@ def dataset_features(network: FeatureNetwork, dataset: ImageDataset, device: tor
 
 def load_dataset(spec: str, split: str, network: FeatureNetwork, download: bool = False,
                  skip_bad_images: bool = False) -> ImageDataset:  # fmt: skip
-    """The dataset split, loaded at the image size the checkpoint was trained with."""
+    """The dataset split, loaded at the image size the checkpoint was trained with (image
+    folders; in-memory data keep theirs and are resized by the evaluation view)."""
     config = network.encoder.config or {}
-    image_size = (config.get("data") or {}).get("image_size")
+    view = network.trained_view()
+    image_size = (config.get("data") or {}).get("image_size") or (view.size if view else None)
     return load_split(spec, split, download=download, image_size=image_size,
                       skip_bad_images=skip_bad_images)  # fmt: skip

@@ -18,7 +18,7 @@ import numpy as np
 
 from sslkit.data.base import ImageDataset
 from sslkit.data.loader import extraction_batches, extraction_bounds
-from sslkit.engine.distributed import DistEnv, barrier
+from sslkit.distributed import DistEnv, barrier
 from sslkit.features.extract import FeatureNetwork, embedded_batches, labels_and_indices
 from sslkit.features.service import eval_transform_for, feature_module, provenance_of
 from sslkit.features.store import FeatureWriter, chunk_rows

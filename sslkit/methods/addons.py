@@ -68,6 +68,7 @@ class AddOn(nn.Module):
     local_views_needed: ClassVar[int] = 0
     host_defaults: ClassVar[dict[str, Any]] = {}  # host ``method`` fields it sets by default
     augment_defaults: ClassVar[dict[str, Any]] = {}  # ``augment`` values it sets by default
+    check_settings: ClassVar[dict[str, Any]] = {}  # its fields for check_method's tiny data
 
     @dataclasses.dataclass
     class Config:
@@ -244,11 +245,14 @@ def compose(base_cls: type[Method], addon_classes: list[type[AddOn]]) -> type[Me
                                             bases=(base_cls.Config,))  # fmt: skip
     config_cls.__doc__ = f"{base_cls.__name__} hyper-parameters plus those of the add-ons."
     description = f"{base_cls.name} + " + " + ".join(cls.description for cls in addon_classes)
+    check_settings = {**base_cls.check_settings,
+                      **{f"{cls.name}_{key}": value for cls in addon_classes
+                         for key, value in cls.check_settings.items()}}  # fmt: skip
     return type(f"{base_cls.__name__}With" + "".join(cls.__name__ for cls in addon_classes),
                 (AddOnHost, base_cls),
                 {"name": name, "description": description, "Config": config_cls,
                  "default_augment": augment, "addon_classes": tuple(addon_classes),
-                 "__module__": base_cls.__module__})  # fmt: skip
+                 "check_settings": check_settings, "__module__": base_cls.__module__})  # fmt: skip
 
 
 def _field_with_default(value: Any, metadata) -> dataclasses.Field:

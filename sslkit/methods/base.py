@@ -28,7 +28,7 @@ from torch import nn
 
 from sslkit.data.base import DataInfo
 from sslkit.data.views import ViewSpec, view_spec_from_config
-from sslkit.engine.distributed import DistEnv
+from sslkit.distributed import DistEnv
 
 
 @dataclass
@@ -91,6 +91,9 @@ class Method(nn.Module):
     default_train: ClassVar[dict[str, Any]] = {}
     default_augment: ClassVar[dict[str, Any]] = COMMON_AUGMENT
     sync_batchnorm: ClassVar[bool] = False  # SyncBatchNorm across CUDA processes (SimSiam)
+    #: Config values for ``sslkit.testing.check_method``'s tiny synthetic data (16 px images,
+    #: 64 of them, batches of 8): e.g. a small queue. Not used for training.
+    check_settings: ClassVar[dict[str, Any]] = {}
 
     @dataclass
     class Config:

@@ -12,7 +12,7 @@ The paper's ImageNet recipe: projector and predictor ``Linear(4096)-BN-ReLU-Line
 LARS with lr 0.2 x batch / 256, weight decay 1.5e-6, 10 warm-up epochs, cosine,
 tau_base 0.996, and asymmetric views (blur always on view 1 and with p = 0.1 on view 2,
 solarisation p = 0.2 on view 2 only). ``target_update_every`` updates the target only
-every N steps (BYOL + CLD's setting: 16, ``cld.md`` §5). CLD, LoGo and multi-crop plug in
+every N steps (BYOL + CLD's setting in the CLD paper: 16). CLD, LoGo and multi-crop plug in
 as on SimSiam (:mod:`sslkit.methods.simsiam`); with multi-crop the loss is twice the mean
 over the directed crop pairs (= the paper's sum for two views), and the local crops take
 view 1's photometric settings.
@@ -60,6 +60,7 @@ class BYOL(SimSiam):
                        "second_view_blur_prob": 0.1,
                        "second_view_solarize_prob": 0.2}  # fmt: skip
     loss_scale = 2.0
+    check_settings = {"dim": 32, "hidden_dim": 64, "pred_dim": 64}
 
     @dataclass
     class Config(SimSiam.Config):

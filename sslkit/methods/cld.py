@@ -7,8 +7,8 @@ into the cluster its other view fell into, against all of that view's centroids:
 
     L_CLD = 1/2 [CE(F1 M2^T / T_G, G2) + CE(F2 M1^T / T_G, G1)]
 
-and the host's loss becomes ``L + weight · L_CLD``. Specification:
-``shared/methods/cld.md`` (§4). Use it as ``--method moco+cld`` (with
+and the host's loss becomes ``L + weight · L_CLD``, as in the CLD paper and the authors'
+code. Use it as ``--method moco+cld`` (with
 ``--set method.queries=2``, MoCo + CLD's three views), ``npid+cld`` or on any method that
 computes two online views (:mod:`sslkit.methods.addons`).
 
@@ -16,7 +16,7 @@ As the authors' code (and so as their numbers): Euclidean k-means on the unit gr
 features, initialised with the first K rows, centroids neither re-normalised nor
 detached (the loss reaches the clustered view through them), empty groups at the zero
 vector, and the clustering done on each process's local batch (with K >= the local batch
-every image is its own group; a warning says so, cld.md quirk 1).
+every image is its own group; a warning says so).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class CLD(AddOn):
     name = "cld"
     description = "CLD: cross-level instance-group discrimination (Wang et al. 2021)"
     online_views_needed = 2
+    check_settings = {"groups": 4}
 
     @dataclass
     class Config:

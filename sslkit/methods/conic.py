@@ -7,7 +7,7 @@ temperature τ, and the two views are pulled together by the consistency term:
     L = mean over the 2b (image, view) of -log softmax_n(W x^k / τ)
         + α · mean over the b images of (1 - <x^1_n, x^2_n>)^2
 
-(the paper's ``L_s + α L_c`` divided by N·K, ``conic.md`` §4.1). The weights are stored
+(the paper's ``L_s + α L_c`` divided by N·K). The weights are stored
 unconstrained (``u_n``) and normalised in the forward (``w_n = u_n / |u_n|``), trained by
 SGD with momentum and weight decay like the network. ``classifier: sampled`` keeps only
 ``pool_size`` rows on the device (:class:`~sslkit.nn.sampled_classifier.SampledClassifier`:
@@ -20,7 +20,7 @@ with M the number of pool rows in the sum (P - 1: the own row is excluded by def
 eq. 11; ``include_own_in_pool`` counts it, M = P). The paper writes β = (N - 1)/P; the two
 differ by 1/P, and this M makes a pool of all N rows give exactly the full loss.
 
-Choices the paper leaves open (``conic.md``): SimCLR's head ``Linear(2048)-BN-ReLU-
+Choices the paper leaves open: SimCLR's head ``Linear(2048)-BN-ReLU-
 Linear(128)-BN`` without biases; rows initialised N(0, 1); a replicated classifier under
 DDP (its gradient is averaged like any parameter's; no row sharding — use the sampled
 classifier for large N); BatchNorm synchronised across CUDA processes.
@@ -38,7 +38,7 @@ from torch import nn
 
 from sslkit.data.base import DataInfo
 from sslkit.data.views import ViewSpec, view_spec_from_config
-from sslkit.engine.distributed import all_gather_concat
+from sslkit.distributed import all_gather_concat
 from sslkit.errors import BadInput
 from sslkit.methods.base import COMMON_AUGMENT, Batch, Method, StepContext, hp
 from sslkit.nn.heads import mlp_head
@@ -95,6 +95,7 @@ class ConIC(Method):
     # crops (0.15, 1), flip, jitter (0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale 0.2, blur 0.5
     default_augment = {**COMMON_AUGMENT, "crop_scale": [0.15, 1.0],
                        "jitter": [0.8, 0.8, 0.8, 0.2]}  # fmt: skip
+    check_settings = {"hidden_dim": 64}
 
     @dataclass
     class Config:

@@ -4,7 +4,7 @@ MoCo v2 plus prototypes from a bottom-up hierarchical k-means of the momentum fe
 re-computed at the start of every epoch after the warm-up, and two selections that drop
 likely false negatives: queue entries that probably share the query's prototype
 (instance selection) and prototypes that probably share its parent (prototype
-selection). Specification: ``shared/methods/hcsc.md``.
+selection). It follows the paper and the authors' released code.
 
 Differences from the authors' code, all on purpose:
 
@@ -32,10 +32,10 @@ import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
 from sslkit.data.views import ViewSpec, multi_crop_view_spec, view_spec_from_config
-from sslkit.engine.distributed import all_gather_concat
+from sslkit.distributed import all_gather_concat
 from sslkit.errors import BadInput
 from sslkit.methods.base import Batch, StepContext, hp
-from sslkit.methods.prototypical import Prototypes, PrototypicalMoCo, clustering_from_levels
+from sslkit.methods.prototypical import Prototypes, PrototypicalMoCo
 from sslkit.nn.losses import MASK_MODES, info_nce
 from sslkit.nn.prototypes import (
     KEEP_SCALE,
@@ -62,6 +62,8 @@ class HCSC(PrototypicalMoCo):
     description = "HCSC: MoCo v2 + hierarchical prototypes, selective negatives (Guo et al. 2022)"
     default_train = {"lr": 0.03, "weight_decay": 1e-4, "momentum": 0.9, "schedule": "cosine"}
     hierarchical = True
+    check_settings = {"queue_size": 64, "num_clusters": [8, 4], "warmup_epochs": 0,
+                      "kmeans_niter": 5, "kmeans_nredo": 1}  # fmt: skip
 
     @dataclass
     class Config(PrototypicalMoCo.Config):
@@ -69,7 +71,6 @@ class HCSC(PrototypicalMoCo):
 
         queue_size: int = hp(16384, "number of negative keys K in the queue")
         num_clusters: list = hp([3000, 2000, 1000], "prototypes per level, bottom-up")
-        warmup_epochs: int = hp(20, "epochs of plain MoCo before the first clustering")
         instance_selection: bool = hp(True, "Bernoulli-drop queue negatives near the prototype")
         proto_selection: bool = hp(True, "Bernoulli-drop negative prototypes near the parent")
         multi_crop: bool = hp(False, "add the local crops as extra queries")
@@ -77,15 +78,12 @@ class HCSC(PrototypicalMoCo):
         selection_on_local: bool = hp(True, "local queries use the instance masks too")
         mask_mode: str = hp("zero_logit", "zero_logit (authors' code) or exclude")
         instance_level_reduction: str = hp("sum", "sum (authors' code) or mean over levels")
-        kmeans_niter: int = hp(20, "k-means iterations per level")
-        kmeans_nredo: int = hp(5, "k-means restarts per level (best kept)")
         selection_table_mb: int = hp(1024, "memory cap of the cached instance-selection "
                                      "table (2 B x queue x prototypes); above it, per-step "
                                      "products")  # fmt: skip
 
     def __init__(self, config: Config, backbone: torch.nn.Module, data_info: DataInfo) -> None:
-        _check_config(config, data_info)
-        super().__init__(config, backbone, data_info)
+        super().__init__(config, backbone, data_info)  # checks the config (check_config)
         levels = len(config.num_clusters)
         # log-normaliser of every queue entry's soft assignment, per level (see module doc)
         self.register_buffer("queue_log_norm", torch.zeros(levels, config.queue_size))
@@ -107,26 +105,33 @@ class HCSC(PrototypicalMoCo):
         locals_ = len(self.config.local_crops) if self.config.multi_crop else 0
         return (2 if self.config.symmetric else 1) + locals_
 
-    # -- E-step --------------------------------------------------------------------------
-    def cluster_features(self, features: torch.Tensor) -> list[Prototypes]:
-        """Bottom-up hierarchical k-means with concentrations (``hcsc.md`` §4.1)."""
-        from sslkit.cluster.kmeans import KMeansSettings, hierarchical_kmeans
+    @classmethod
+    def check_config(cls, config: Config, info: DataInfo) -> None:
+        """Refuse settings the clustering or the losses cannot run with, before training."""
+        super().check_config(config, info)  # prototype sizes (decreasing), k-means settings
+        if config.mask_mode not in MASK_MODES:
+            raise BadInput(f"hcsc: method.mask_mode must be one of {', '.join(MASK_MODES)}")
+        if config.instance_level_reduction not in ("sum", "mean"):
+            raise BadInput("hcsc: method.instance_level_reduction must be sum or mean")
+        if config.queries != 1:
+            raise BadInput("hcsc: method.queries must be 1 (extra queries are the local crops: "
+                           "method.multi_crop)")  # fmt: skip
+        if config.crop_pairs != "local_to_global":
+            raise BadInput("hcsc: method.crop_pairs must be local_to_global (HCSC's local crops "
+                           "are queries of the second global crop's key)")  # fmt: skip
+        if config.symmetric and config.multi_crop:
+            raise BadInput("hcsc: method.symmetric with multi_crop is not supported (the local "
+                           "crops already add queries): set one of them to false")  # fmt: skip
 
-        settings = KMeansSettings(niter=self.config.kmeans_niter, nredo=self.config.kmeans_nredo,
-                                  seed=0)  # fmt: skip
-        clustering = hierarchical_kmeans(features.cpu().numpy(), list(self.config.num_clusters),
-                                         self.config.temperature, settings)  # fmt: skip
-        return clustering_from_levels(clustering.levels, features.device)
-
-    def on_clustering_changed(self) -> None:
-        """Each level's parent-keep table; the instance-selection tables are dropped."""
+    # -- what a clustering brings ----------------------------------------------------------
+    def on_clustering(self, fresh: bool) -> None:
+        """Each level's parent-keep table; the instance-selection tables are dropped and,
+        for a new clustering, the queue's log-normalisers recomputed."""
         self._keep_tables = None
         if self.prototypes is not None:
             self.prototypes = _with_parent_tables(self.prototypes)
-
-    def on_new_clustering(self) -> None:
-        """The queue's log-normalisers under the new clustering."""
-        self._refresh_selection_cache()
+        if fresh:
+            self._refresh_selection_cache()
 
     @torch.no_grad()
     def _refresh_selection_cache(self) -> None:
@@ -302,27 +307,3 @@ def _with_parent_tables(levels: list[Prototypes]) -> list[Prototypes]:
         similarity = lower.centroids @ upper.centroids.t()
         lower.parent_keep = parent_keep_table(similarity, upper.density)
     return levels
-
-
-def _check_config(config: HCSC.Config, info: DataInfo) -> None:
-    """Refuse settings the clustering or the losses cannot run with, before training."""
-    sizes = list(config.num_clusters)
-    if not sizes or min(sizes) < 2 or any(b > a for a, b in zip(sizes, sizes[1:], strict=False)):
-        raise BadInput(f"hcsc: method.num_clusters must be decreasing sizes >= 2, got {sizes}")
-    if info.num_samples and sizes[0] > info.num_samples:
-        raise BadInput(f"hcsc: {sizes[0]} prototypes for {info.num_samples} images: set "
-                       f"method.num_clusters to at most {info.num_samples // 10} at the bottom")
-    if config.mask_mode not in MASK_MODES:
-        raise BadInput(f"hcsc: method.mask_mode must be one of {', '.join(MASK_MODES)}")
-    if config.instance_level_reduction not in ("sum", "mean"):
-        raise BadInput("hcsc: method.instance_level_reduction must be sum or mean")
-    if config.queries != 1:
-        raise BadInput("hcsc: method.queries must be 1 (extra queries are the local crops: "
-                       "method.multi_crop)")  # fmt: skip
-    if config.crop_pairs != "local_to_global":
-        raise BadInput("hcsc: method.crop_pairs must be local_to_global (HCSC's local crops "
-                       "are queries of the second global crop's key)")  # fmt: skip
-    if config.symmetric and config.multi_crop:
-        raise BadInput("hcsc: method.symmetric with multi_crop is not supported (the local "
-                       "crops already add queries): set one of them to false")  # fmt: skip
-

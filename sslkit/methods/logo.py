@@ -6,8 +6,8 @@ attraction; :mod:`sslkit.methods.multicrop`, switched on by this add-on's
 ``host_defaults``). LoGo adds the local-to-local *dissimilarity*: a small MLP regressor
 ``f`` scores a pair of local embeddings, is trained to score the two local crops of one
 image above local crops of different images, and the encoder is pushed to lower the
-score of its own two local crops. Specification: ``shared/methods/logo.md`` (§4) and the
-official MoCo-LoGo code (ztt1024/LoGo-SSL).
+score of its own two local crops. It follows the paper and the official MoCo-LoGo code
+(ztt1024/LoGo-SSL).
 
 Per step, with ``z1, z2`` the normalised local embeddings and ``rev`` the batch reversed:
 
@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslkit.engine.distributed import all_reduce_gradients
+from sslkit.distributed import all_reduce_gradients
 from sslkit.errors import BadInput
 from sslkit.methods.addons import AddOn, Recorded
 from sslkit.methods.base import Batch, EpochContext, Method, StepContext, hp
@@ -106,6 +106,7 @@ class LoGo(AddOn):
     description = "LoGo: local-global attraction, learned local-local dissimilarity (2022)"
     online_views_needed = 4
     local_views_needed = 2
+    check_settings = {"regressor_dim": 32}
     host_defaults = {"multi_crop": True}
     augment_defaults = {"crop_scale": [0.4, 1.0]}  # global crops [r_g = 0.4, 1]
 

@@ -1,10 +1,10 @@
 """MoCo v2 (He et al. 2020; Chen et al. 2020): momentum encoder, key queue, InfoNCE.
 
-Specification: ``shared/methods/moco.md``. v1 is the same class with ``mlp=False`` and
+It follows the authors' released code. v1 is the same class with ``mlp=False`` and
 T=0.07; the CIFAR Colab variant is ``symmetric=True`` with ``bn_splits=8``.
 ``multi_crop=True`` adds local crops (:mod:`sslkit.methods.multicrop`): the loss is the
 mean InfoNCE over the directed crop pairs and only the global crops' keys are queued
-(MoCo-LoGo's main step, ``logo.md`` §4.2 C).
+(MoCo-LoGo's main step).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
 from sslkit.data.views import ViewSpec, view_spec_from_config
-from sslkit.engine.distributed import (
+from sslkit.distributed import (
     all_gather_concat,
     shuffle_across_ranks,
     unshuffle_across_ranks,
@@ -44,6 +44,7 @@ class MoCo(Method):
     name = "moco"
     description = "MoCo v2: momentum encoder + queue of negatives, InfoNCE (He et al. 2020)"
     default_train = {"lr": 0.03, "weight_decay": 1e-4, "momentum": 0.9, "schedule": "cosine"}
+    check_settings = {"queue_size": 64}
 
     @dataclass
     class Config(MultiCropConfig):

@@ -5,7 +5,7 @@ A multi-crop method sees ``[g1, g2, l1, l2, ...]``: two global crops (scale
 (``[size fraction, [scale lo, hi]]`` each). Its loss is the mean of a pairwise term over
 directed ``(query, target)`` pairs:
 
-* ``local_to_global`` (LoGo, ``logo.md`` §4.2 C): every crop against each *global*
+* ``local_to_global`` (LoGo's main step): every crop against each *global*
   crop other than itself — ``g1→g2, g2→g1`` and ``l→g1, l→g2`` for every local crop; a
   local crop is never a target. With two crops this is the usual symmetric loss.
 * ``all`` (the SwAV-style multi-crop baseline of the LoGo paper, supp. eq. 1): every crop

@@ -5,7 +5,7 @@ bank of unit vectors (``sslkit.nn.memory_bank``), a running average of its past
 embeddings. The loss is a temperature-scaled softmax over all N rows (``nce_k=0``) or its
 NCE approximation with K uniformly drawn noise rows (``nce_k=K``); after each optimiser
 step the batch's rows are updated with the (detached) embeddings.
-Specification: ``shared/methods/npid.md`` (lemniscate.pytorch).
+It follows the authors' code (lemniscate.pytorch).
 
 Differences from the official code, all on purpose:
 
@@ -14,7 +14,7 @@ Differences from the official code, all on purpose:
   (the bank is not an optimiser parameter, so before/after the SGD step is the same);
 * distributed: the update all-gathers the global batch's (indices, embeddings) so every
   rank's bank stays identical, and the NCE constant Z is the mean over ranks of the first
-  batch's statistics (``npid.md`` §6); noise rows are drawn per rank;
+  batch's statistics; noise rows are drawn per rank;
 * NCE similarities of the K+1 selected rows are read off one ``b x N`` product when the
   bank is small (N ≤ ``FULL_PRODUCT_RATIO``·(K+1)) instead of gathering ``b x (K+1) x D``
   rows: the same numbers, much less memory traffic;
@@ -22,7 +22,7 @@ Differences from the official code, all on purpose:
   single-process sampler never repeats an index within a batch);
 * ``queries`` > 1 views per image (CLD's NPID+CLD uses two) each get the NPID loss against
   the bank as it was before the step; the loss is their mean and the bank is updated with
-  view 1, then view 2, ... (``cld.md`` §4.3). NPID itself uses one view;
+  view 1, then view 2, ... (as NPID + CLD does). NPID itself uses one view;
 * a model built with an unknown training-set size (``DataInfo.num_samples == 0``, e.g.
   rebuilt from a checkpoint just to embed images) has an empty bank that takes the
   checkpoint's bank shape; it refuses to train (:class:`~sslkit.errors.BadInput`);
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
 from sslkit.data.views import ViewSpec, view_spec_from_config
-from sslkit.engine.distributed import all_reduce_mean
+from sslkit.distributed import all_reduce_mean
 from sslkit.errors import BadInput
 from sslkit.methods.base import COMMON_AUGMENT, Batch, Method, StepContext, hp
 from sslkit.nn.heads import HEAD_KINDS, EncoderWithHead, build_head
@@ -117,10 +117,11 @@ class NPID(Method):
     # always, flip; no blur (sslkit's pipeline applies jitter before grayscale)
     default_augment = {**COMMON_AUGMENT, "jitter_prob": 1.0, "jitter": [0.4, 0.4, 0.4, 0.4],
                        "grayscale_prob": 0.2, "blur_prob": 0.0}  # fmt: skip
+    check_settings = {"nce_k": 16}
 
     @dataclass
     class Config:
-        """NPID hyper-parameters (defaults: the ImageNet recipe, ``npid.md`` §5)."""
+        """NPID hyper-parameters (defaults: the ImageNet recipe)."""
 
         dim: int = hp(128, "embedding dimension D (bank rows)")
         head: str = hp("linear", "projection head: linear (NPID), mlp, norm_linear or norm_mlp")
@@ -157,7 +158,7 @@ class NPID(Method):
 
     # -- what the engine asks -------------------------------------------------------------
     def views(self, augment: dict[str, Any]) -> ViewSpec:
-        """``queries`` augmented views per image (NPID: one, ``npid.md`` §7); needs N."""
+        """``queries`` augmented views per image (NPID: one); needs N."""
         self._require_bank()
         return view_spec_from_config(augment, self.data_info, count=self.config.queries)
 
@@ -224,6 +225,10 @@ class NPID(Method):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The normalised 128-d NPID embedding (``--layer head``)."""
         return self.project(self.representation(images))
+
+    def embedding_dim(self) -> int:
+        """The dimension of :meth:`embed` (the bank rows, ``dim``)."""
+        return int(self.config.dim)
 
 
 def _check_config(config: NPID.Config) -> None:

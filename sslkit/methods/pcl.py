@@ -5,10 +5,10 @@ the training set are clustered M times by k-means (k_m clusters, seed m) with PC
 per-prototype concentration; every step adds, for each clustering, an InfoNCE of the
 query against its own prototype and ``r`` sampled negative prototypes, each logit divided
 by the concentration of its prototype. Loss = InfoNCE + mean over clusterings. The
-clustering, concentration and InfoNCE are the shared ones (``sslkit.cluster.kmeans``,
-``sslkit.nn``), as HCSC uses. Specification: ``shared/methods/pcl.md``.
+clustering, concentration and InfoNCE are the shared ones (``sslkit.clustering.kmeans``,
+``sslkit.nn``), as HCSC uses. It follows the paper and the authors' released code.
 
-Differences from the authors' code, on purpose (pcl.md §4.3):
+Differences from the authors' code, on purpose:
 
 * negative prototypes are drawn from every id ``0..k-1`` except the batch positives
   (the 2020 code dropped the highest assigned id);
@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
-from sslkit.engine.distributed import all_gather_concat
+from sslkit.distributed import all_gather_concat
 from sslkit.errors import BadInput
 from sslkit.methods.base import Batch, StepContext, hp
-from sslkit.methods.prototypical import Prototypes, PrototypicalMoCo, clustering_from_levels
+from sslkit.methods.prototypical import Prototypes, PrototypicalMoCo
 from sslkit.nn.losses import info_nce
 from sslkit.nn.prototypes import negative_prototype_ids, prototype_loss
 
@@ -71,11 +71,13 @@ def batch_columns_loss(
 
 
 class PCL(PrototypicalMoCo):
-    """MoCo + ProtoNCE over several flat k-means clusterings (``pcl.md``)."""
+    """MoCo + ProtoNCE over several flat k-means clusterings (PCL)."""
 
     name = "pcl"
     description = "PCL: MoCo + ProtoNCE over several k-means clusterings (Li et al. 2021)"
     default_train = {"lr": 0.03, "weight_decay": 1e-4, "momentum": 0.9, "schedule": "cosine"}
+    check_settings = {"queue_size": 64, "num_clusters": [16, 24], "num_negative_prototypes": 4,
+                      "warmup_epochs": 0, "kmeans_niter": 5, "kmeans_nredo": 1}  # fmt: skip
 
     @dataclass
     class Config(PrototypicalMoCo.Config):
@@ -85,22 +87,20 @@ class PCL(PrototypicalMoCo):
         num_clusters: list = hp([25000, 50000, 100000], "k of every clustering")
         num_negative_prototypes: int = hp(16384, "r negative prototypes drawn per clustering")
         proto_layout: str = hp("batch_columns", "batch_columns (authors' code) or own_positive")
-        concentration_alpha: float = hp(10.0, "alpha of the concentration phi")
 
-    def __init__(self, config: Config, backbone: torch.nn.Module, data_info: DataInfo) -> None:
-        _check_config(config, data_info)
-        super().__init__(config, backbone, data_info)
-
-    def cluster_features(self, features: torch.Tensor) -> list[Prototypes]:
-        """k-means for every k (seed = its position), concentrations (``pcl.md`` §4.1)."""
-        from sslkit.cluster.kmeans import KMeansSettings, flat_kmeans
-
-        settings = KMeansSettings(niter=self.config.kmeans_niter, nredo=self.config.kmeans_nredo,
-                                  seed=0)  # fmt: skip
-        clustering = flat_kmeans(features.cpu().numpy(), list(self.config.num_clusters),
-                                 self.config.temperature, settings,
-                                 alpha=self.config.concentration_alpha)  # fmt: skip
-        return clustering_from_levels(clustering.levels, features.device)
+    @classmethod
+    def check_config(cls, config: Config, info: DataInfo) -> None:
+        """Refuse settings the clustering or the loss cannot run with, before training."""
+        super().check_config(config, info)  # sizes, k-means and concentration settings
+        if not 0 < config.num_negative_prototypes < min(config.num_clusters):
+            raise BadInput(f"pcl: method.num_negative_prototypes must be in "
+                           f"1..{min(config.num_clusters) - 1} (and at most k minus the batch "
+                           "size): lower it")  # fmt: skip
+        if config.proto_layout not in PROTO_LAYOUTS:
+            raise BadInput(f"pcl: method.proto_layout must be one of {', '.join(PROTO_LAYOUTS)}")
+        if config.symmetric or config.queries != 1 or config.multi_crop:
+            raise BadInput("pcl: method.symmetric, method.multi_crop and method.queries > 1 are "
+                           "not part of PCL: use the defaults (false, false, 1)")  # fmt: skip
 
     def training_step(self, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         """InfoNCE against the queue plus the mean prototype term (after the warm-up)."""
@@ -128,21 +128,3 @@ class PCL(PrototypicalMoCo):
             return batch_columns_loss(query, level.centroids, level.density, positives,
                                       negatives)  # fmt: skip
         return prototype_loss(query, level.centroids, level.density, positives, negatives)
-
-
-def _check_config(config: PCL.Config, info: DataInfo) -> None:
-    """Refuse settings the clustering or the loss cannot run with, before training."""
-    sizes = list(config.num_clusters)
-    if not sizes or min(sizes) < 2:
-        raise BadInput(f"pcl: method.num_clusters must be sizes >= 2, got {sizes}")
-    if info.num_samples and max(sizes) > info.num_samples:
-        raise BadInput(f"pcl: {max(sizes)} clusters for {info.num_samples} images: set "
-                       f"method.num_clusters to at most {info.num_samples // 10}")
-    if not 0 < config.num_negative_prototypes < min(sizes):
-        raise BadInput(f"pcl: method.num_negative_prototypes must be in 1..{min(sizes) - 1} "
-                       "(and at most k minus the batch size): lower it")  # fmt: skip
-    if config.proto_layout not in PROTO_LAYOUTS:
-        raise BadInput(f"pcl: method.proto_layout must be one of {', '.join(PROTO_LAYOUTS)}")
-    if config.symmetric or config.queries != 1 or config.multi_crop:
-        raise BadInput("pcl: method.symmetric, method.multi_crop and method.queries > 1 are "
-                       "not part of PCL: use the defaults (false, false, 1)")  # fmt: skip

@@ -3,20 +3,24 @@
 PCL and HCSC (and any plugin in their family) re-cluster the momentum encoder's features
 of the whole training set at the start of every epoch after a warm-up, on rank 0, and
 broadcast the result; the clustering is method state (saved in checkpoints, moved with the
-module). :class:`PrototypicalMoCo` does all of that once; a subclass says how to cluster
-(:meth:`PrototypicalMoCo.cluster_features`) and what to derive when the clustering
-changes (:meth:`PrototypicalMoCo.on_clustering_changed`).
+module). :class:`PrototypicalMoCo` does all of that, in one straight E-step
+(:meth:`PrototypicalMoCo.on_epoch_start`: extract, k-means, broadcast, install). A
+subclass declares ``hierarchical`` (HCSC's bottom-up levels, or PCL's independent
+clusterings) and its ``num_clusters``, and may derive tables from a clustering in
+:meth:`PrototypicalMoCo.on_clustering`. The clustering settings are declared here once and
+checked by :meth:`PrototypicalMoCo.check_config`, which subclasses extend with their own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from sslkit.engine.distributed import broadcast_
+from sslkit.data.base import DataInfo
+from sslkit.distributed import broadcast_
 from sslkit.methods.base import EpochContext, hp
 from sslkit.methods.moco import MoCo
 
@@ -41,7 +45,7 @@ class Prototypes:
 
 
 def clustering_from_levels(levels, device: torch.device) -> list[Prototypes]:
-    """:class:`Prototypes` on ``device`` from ``sslkit.cluster.kmeans.ClusterLevel``s."""
+    """:class:`Prototypes` on ``device`` from ``sslkit.clustering.kmeans.ClusterLevel``s."""
 
     def tensor(array):
         return None if array is None else torch.from_numpy(array).to(device)
@@ -52,52 +56,82 @@ def clustering_from_levels(levels, device: torch.device) -> list[Prototypes]:
 
 
 class PrototypicalMoCo(MoCo):
-    """MoCo with a per-epoch clustering of the momentum features (abstract: see module doc)."""
+    """MoCo with a per-epoch clustering of the momentum features (abstract: see module doc).
+
+    A subclass's ``Config`` declares ``num_clusters`` (one size per level or clustering).
+    """
 
     @dataclass
     class Config(MoCo.Config):
-        """Hyper-parameters shared by the prototype methods."""
+        """Settings of the per-epoch clustering, shared by the prototype methods."""
 
-        num_clusters: list = hp([3000, 2000, 1000], "prototypes per clustering")
         warmup_epochs: int = hp(20, "epochs of plain MoCo before the first clustering")
         kmeans_niter: int = hp(20, "k-means iterations per clustering")
         kmeans_nredo: int = hp(5, "k-means restarts per clustering (best kept)")
+        concentration_alpha: float = hp(10.0, "alpha of PCL's concentration phi")
 
-    hierarchical = False  # whether level l has parents in level l + 1
+    hierarchical: ClassVar[bool] = False  # level l has parents in level l + 1 (HCSC)
+    minimum_clusters: ClassVar[int] = 2  # a clustering of one cluster has no negatives
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: Any, backbone: torch.nn.Module, data_info: DataInfo) -> None:
+        self.check_config(config, data_info)
+        super().__init__(config, backbone, data_info)
         self.prototypes: list[Prototypes] | None = None
 
-    # -- what a subclass provides ------------------------------------------------------
-    def cluster_features(self, features: torch.Tensor) -> list[Prototypes]:
-        """Cluster ``N x dim`` unit features (rank 0 only); one entry per clustering."""
-        raise TypeError(f"{type(self).__name__} must define cluster_features")
+    @classmethod
+    def check_config(cls, config: Any, info: DataInfo) -> None:
+        """Refuse settings the clustering cannot run with, before training (subclasses add
+        their own fields' checks and call this)."""
+        from sslkit.clustering.kmeans import check_cluster_sizes
+        from sslkit.errors import BadInput
 
-    def on_clustering_changed(self) -> None:
-        """Derive what depends on the clustering alone (called whenever it is installed:
-        new, loaded from a checkpoint, or moved to another device)."""
+        check_cluster_sizes(config.num_clusters, hierarchical=cls.hierarchical,
+                            points=info.num_samples, minimum=cls.minimum_clusters,
+                            setting=f"{cls.name}: method.num_clusters")  # fmt: skip
+        if config.warmup_epochs < 0 or config.kmeans_niter < 1 or config.kmeans_nredo < 1:
+            raise BadInput(f"{cls.name}: method.warmup_epochs must be >= 0 and "
+                           "method.kmeans_niter, kmeans_nredo >= 1")  # fmt: skip
+        if config.concentration_alpha <= 0:
+            raise BadInput(f"{cls.name}: method.concentration_alpha must be positive")
 
-    def on_new_clustering(self) -> None:
-        """Update state that mixes the new clustering with the method's buffers (called after
-        the E-step only; a loaded checkpoint already holds those buffers)."""
+    def on_clustering(self, fresh: bool) -> None:
+        """Derive what depends on the clustering (called whenever one is installed).
+
+        ``fresh`` is True after an E-step, False for a clustering loaded from a checkpoint
+        or moved to another device (whose dependent buffers were saved or moved with it).
+        """
 
     # -- E-step --------------------------------------------------------------------------
     def on_epoch_start(self, ctx: EpochContext) -> None:
-        """After the warm-up: cluster the momentum features of the whole training set."""
+        """After the warm-up: cluster the momentum features of the whole training set.
+
+        Rank 0 runs the k-means (``sslkit.clustering.kmeans``: hierarchical levels or one
+        flat k-means per size, with concentrations), every rank receives it, and it is
+        installed.
+        """
         if ctx.epoch < self.config.warmup_epochs:
             return
         features = F.normalize(ctx.extract_features(self.target).float(), dim=1)
-        clustering = self.cluster_features(features) if ctx.dist.is_main else None
-        self.set_clustering(self.broadcast_clustering(clustering, features.shape[0],
-                                                      features.device))  # fmt: skip
-        self.on_new_clustering()
+        clustering = self.kmeans(features) if ctx.dist.is_main else None
+        clustering = self.broadcast_clustering(clustering, features.shape[0], features.device)
+        self.set_clustering(clustering, fresh=True)
 
-    def set_clustering(self, clustering: list[Prototypes] | None) -> None:
+    def kmeans(self, features: torch.Tensor) -> list[Prototypes]:
+        """The clustering of ``N x dim`` unit features: bottom-up hierarchical levels
+        (``hierarchical``) or one k-means per size (seed = its position)."""
+        from sslkit.clustering.kmeans import KMeansSettings, flat_kmeans, hierarchical_kmeans
+
+        config = self.config
+        settings = KMeansSettings(niter=config.kmeans_niter, nredo=config.kmeans_nredo, seed=0)
+        build = hierarchical_kmeans if self.hierarchical else flat_kmeans
+        clustering = build(features.cpu().numpy(), list(config.num_clusters),
+                           config.temperature, settings, alpha=config.concentration_alpha)
+        return clustering_from_levels(clustering.levels, features.device)
+
+    def set_clustering(self, clustering: list[Prototypes] | None, fresh: bool = False) -> None:
         """Install a clustering (or none) and let the subclass derive its tables."""
         self.prototypes = clustering
-        self.on_clustering_changed()
-
+        self.on_clustering(fresh)
     def broadcast_clustering(self, clustering: list[Prototypes] | None, num_samples: int,
                              device: torch.device) -> list[Prototypes]:  # fmt: skip
         """Rank 0's clustering on every rank (others allocate tensors of the same shapes)."""

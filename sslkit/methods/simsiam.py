@@ -6,12 +6,12 @@ target side detached, symmetrised:
 
     L = 1/2 D(p1, sg(z2)) + 1/2 D(p2, sg(z1)),   D(p, z) = -<p/|p|, z/|z|>
 
-Specification: ``shared/methods/simsiam.md`` (facebookresearch/simsiam). ResNet with
+It follows the authors' code (facebookresearch/simsiam). ResNet with
 ``zero_init_residual``; projector ``Linear-BN-ReLU-Linear-BN-ReLU-Linear-BN(no affine)``
 whose last linear bias is frozen; predictor ``Linear-BN-ReLU-Linear``; the predictor's
 lr is fixed (``fix_pred_lr``). With ``multi_crop`` the loss is the mean of D over the
-directed crop pairs of :mod:`sslkit.methods.multicrop` (SimSiam-LoGo's ``L_gg + L_lg``,
-``logo.md`` §4.3; ``crop_pairs: all`` is the SwAV-style 4-crop baseline).
+directed crop pairs of :mod:`sslkit.methods.multicrop` (SimSiam-LoGo's ``L_gg + L_lg``;
+``crop_pairs: all`` is the SwAV-style 4-crop baseline).
 :class:`sslkit.methods.byol.BYOL` is the same class with an EMA target network.
 
 Known difference: BatchNorm is synchronised across processes on CUDA only
@@ -64,6 +64,7 @@ class SimSiam(Method):
     # ImageNet README recipe: SGD lr 0.05 x batch / 256, wd 1e-4, cosine, 100 epochs, 512
     default_train = {"lr": 0.05, "lr_scaling": "linear", "weight_decay": 1e-4, "momentum": 0.9,
                      "schedule": "cosine", "epochs": 100, "batch_size": 512}  # fmt: skip
+    check_settings = {"dim": 64, "pred_dim": 32}
 
     @dataclass
     class Config(MultiCropConfig):

@@ -1,7 +1,7 @@
 """Memory bank of per-image embeddings (NPID, Wu et al. 2018): an ``N x D`` buffer.
 
 Row ``i`` is a running average of image ``i``'s past embeddings, used as the "classifier
-weight" of instance ``i``. Specification: ``shared/methods/npid.md`` §2 and §6.
+weight" of instance ``i``. (As in the authors' lemniscate.pytorch code.)
 
 * Initialisation (lemniscate ``NCEAverage``/``LinearAverage``): i.i.d. uniform in
   ``[−s, s]`` with ``s = 1/√(D/3)``; rows are not normalised, their norm is ≈ 1.
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslkit.engine.distributed import all_gather_concat
+from sslkit.distributed import all_gather_concat
 from sslkit.errors import BadInput
 
 
@@ -100,7 +100,7 @@ class MemoryBank(nn.Module):
     def update(self, indices: torch.Tensor, features: torch.Tensor) -> None:
         """All-gather the global batch's (indices, features), then :meth:`update_local`.
 
-        Every rank applies the same update, so the banks stay identical (``npid.md`` §6);
+        Every rank applies the same update, so the banks stay identical;
         in a single process the gather is the identity.
         """
         features = features.detach()

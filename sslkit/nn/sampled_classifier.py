@@ -1,6 +1,6 @@
 """A sampled N-way classifier: a pool of weight rows on the device, the rest on the host.
 
-ConIC w/ sampling (``shared/methods/conic.md`` §4.3): of the N rows (and their SGD
+ConIC with sampling (the paper's sampled denominator): of the N rows (and their SGD
 momentum buffers) only ``P`` live in a device pool; every step the global batch's rows
 are brought in, replacing the rows loaded earliest (FIFO; a row already in the pool is
 refreshed instead), and only pool rows get gradients and updates. A row outside the pool

@@ -13,7 +13,7 @@ def write_json(result: dict[str, Any], destination: str | None) -> None:
     """Write ``result`` as JSON to ``destination`` (a path, ``-`` for stdout, None to skip)."""
     if destination is None:
         return
-    text = json.dumps(result, indent=2, sort_keys=True, default=str) + "\n"
+    text = json.dumps(result, indent=2, default=str) + "\n"  # keys in the order built
     if destination == "-":
         sys.stdout.write(text)
         sys.stdout.flush()

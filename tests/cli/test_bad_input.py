@@ -90,7 +90,8 @@ def test_skip_bad_images_in_linear_and_semisup(tmp_path, digits_run):
     (root / "test" / "cat" / "empty.png").write_bytes(b"")
     checkpoint = digits_run / "checkpoint.pt"
     probe = run_cli("linear", "--checkpoint", checkpoint, "--data", f"imagefolder:{root}",
-                    "--epochs", "1", "--batch-size", "4", "--lr", "0.001", "--no-cache",
+                    "--recipe", "pcl", "--epochs", "1", "--batch-size", "4", "--lr", "0.001",
+                    "--no-cache",
                     "--skip-bad-images", "--json", tmp_path / "linear.json")  # fmt: skip
     assert "skipped 3 unreadable image(s)" in probe.output
     assert "skipped 1 unreadable image(s)" in probe.output
@@ -171,7 +172,7 @@ def test_more_clusters_than_points(tmp_path, digits_run):
     run_cli("extract", "--checkpoint", digits_run / "checkpoint.pt", "--data", "digits",
             "--split", "test", "--out", features)  # fmt: skip
     out = tmp_path / "clusters.h5"
-    line = _one_line_error(run_cli("cluster", "--features", features, "--k", "1000",
+    line = _one_line_error(run_cli("cluster", "--features", features, "--clusters", "1000",
                                    "--out", out, expect=2))  # fmt: skip
     assert "use k <= 450" in line
     assert not out.exists()

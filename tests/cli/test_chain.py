@@ -43,7 +43,8 @@ def test_extract_and_knn_from_files(digits_run, tmp_path):
     assert attrs["method"] == "moco" and attrs["arch"] == "resnet18"
     assert attrs["split"] == "test" and attrs["layer"] == "backbone"
     assert len(attrs["dataset_fingerprint"]) == 16
-    run_cli("knn", "--train", tmp_path / "train.h5", "--test", tmp_path / "test.h5",
+    run_cli("knn", "--train-features", tmp_path / "train.h5",
+            "--test-features", tmp_path / "test.h5",
             "--json", tmp_path / "knn.json")  # fmt: skip
     result = json.loads((tmp_path / "knn.json").read_text())
     assert set(result["k"]) == {"10", "20", "100", "200"}
@@ -138,13 +139,14 @@ def test_knn_unsupervised_score(digits_run, tmp_path):
             "--json", out)  # fmt: skip
     score = json.loads(out.read_text())["unsupervised_score"]
     assert score["images"] == 200 and score["clusters"] == 10 and score["seed"] == 0
-    assert 0 < score["nmi"] <= 1 and 0 < score["retrieval"] <= 1
-    assert score["score"] == pytest.approx(score["nmi"] * score["retrieval"])
+    assert 0 < score["nmi"] <= 100 and 0 < score["retrieval"] <= 100  # in %
+    assert score["score"] == pytest.approx(score["nmi"] * score["retrieval"] / 100)
 
 
 def test_knn_unsupervised_score_needs_a_checkpoint(tmp_path):
     train = tmp_path / "missing.h5"
-    result = run_cli("knn", "--train", train, "--test", train, "--unsupervised-score",
+    result = run_cli("knn", "--train-features", train, "--test-features", train,
+                     "--unsupervised-score",
                      expect=2)  # fmt: skip
     assert "--unsupervised-score" in result.output and "--checkpoint" in result.output
 

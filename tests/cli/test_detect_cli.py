@@ -50,8 +50,8 @@ def _one_line_error(result) -> str:
 def test_dry_run_writes_weights_config_command_and_json(r50_release, voc_root, tmp_path):
     """--dry-run: backbone.pkl, config.yaml, command.sh, detect.json; JSON on stdout."""
     workdir = tmp_path / "w"
-    result = run_cli("detect", "--task", "voc", "--checkpoint", r50_release, "--datasets-root",
-                     voc_root, "--workdir", workdir, "--num-gpus", "8", "--seeds", "5",
+    result = run_cli("detect", "--task", "voc", "--checkpoint", r50_release, "--data-root",
+                     voc_root, "--workdir", workdir, "--num-gpus", "8", "--runs", "5",
                      "--opts", "SOLVER.BASE_LR", "0.01", "--dry-run", "--json", "-")  # fmt: skip
     output = json.loads(result.stdout)
     assert output["dry_run"] and output["seeds"] == [0, 1, 2, 3, 4]
@@ -67,7 +67,7 @@ def test_dry_run_writes_weights_config_command_and_json(r50_release, voc_root, t
     assert cfg["SOLVER"]["MAX_ITER"] == 24000 and cfg["OUTPUT_DIR"] == str(workdir.resolve())
     command = (workdir / "command.sh").read_text()
     assert output["command"] in command
-    assert "-m sslkit.detect.launch --config-file" in command and "--num-gpus 8" in command
+    assert "-m sslkit.detection.launch --config-file" in command and "--num-gpus 8" in command
     assert "--seeds 5" in command
     # VOC2012 is not in the fixture: a dry run says so instead of failing.
     assert any("voc_2012_trainval not found" in note for note in output["notes"])
@@ -77,7 +77,7 @@ def test_dry_run_writes_weights_config_command_and_json(r50_release, voc_root, t
 def test_dry_run_of_an_sslkit_resnet18_on_one_cpu_process(digits_run, voc_root, tmp_path):
     """An sslkit checkpoint (ResNet-18): the FPN variant takes it, BN on one CPU process."""
     args = ["detect", "--task", "voc", "--checkpoint", digits_run / "checkpoint.pt",
-            "--datasets-root", voc_root, "--num-gpus", "0", "--dry-run"]  # fmt: skip
+            "--data-root", voc_root, "--num-gpus", "0", "--dry-run"]  # fmt: skip
     line = _one_line_error(run_cli(*args, "--workdir", tmp_path / "c4", expect=2))
     assert "ResNet-18 cannot fill the R50-C4" in line
     assert not (tmp_path / "c4").exists()
@@ -95,7 +95,7 @@ def test_without_detectron2_a_run_stops_with_the_install_line(r50_release, voc_r
     """No detectron2 (simulated): exit 2, one line with the install command, nothing written."""
     monkeypatch.setitem(sys.modules, "detectron2", None)
     line = _one_line_error(run_cli("detect", "--task", "voc", "--checkpoint", r50_release,
-                                   "--datasets-root", voc_root, "--workdir", tmp_path / "w",
+                                   "--data-root", voc_root, "--workdir", tmp_path / "w",
                                    expect=2))  # fmt: skip
     assert "detectron2 is not importable" in line
     assert "pip install --no-build-isolation 'git+https://github.com/facebookresearch/" \
@@ -105,7 +105,7 @@ def test_without_detectron2_a_run_stops_with_the_install_line(r50_release, voc_r
 
 def test_bad_input_is_one_line_exit_2(r50_release, voc_root, tmp_path):
     """Unknown config, coco config for voc, earlier runs without --force."""
-    base = ["detect", "--task", "voc", "--checkpoint", r50_release, "--datasets-root", voc_root,
+    base = ["detect", "--task", "voc", "--checkpoint", r50_release, "--data-root", voc_root,
             "--workdir", tmp_path / "w", "--dry-run"]  # fmt: skip
     assert "unknown detectron2 config 'nope'" in _one_line_error(
         run_cli(*base, "--config", "nope", expect=2))  # fmt: skip
@@ -121,14 +121,14 @@ def test_bad_input_is_one_line_exit_2(r50_release, voc_root, tmp_path):
 def test_what_detectron2_refuses_is_bad_input(r50_release, voc_root, tmp_path):
     """Unknown config keys (checked by detectron2 itself) and GPUs that are not there."""
     base = ["detect", "--task", "voc", "--config", "voc07-9k", "--checkpoint", r50_release,
-            "--datasets-root", voc_root, "--workdir", tmp_path / "w"]  # fmt: skip
+            "--data-root", voc_root, "--workdir", tmp_path / "w"]  # fmt: skip
     line = _one_line_error(run_cli(*base, "--num-gpus", "0", "--opts", "MODEL.NOPE", "1",
                                    expect=2))  # fmt: skip
     assert "detectron2 refuses" in line and "MODEL.NOPE" in line
     if not torch.cuda.is_available():
         line = _one_line_error(run_cli(*base, "--num-gpus", "2", expect=2))
         assert "--num-gpus 2 but 0 CUDA devices are visible" in line
-    missing = ["--datasets-root", tmp_path / "none", "--num-gpus", "0"]  # the last one counts
+    missing = ["--data-root", tmp_path / "none", "--num-gpus", "0"]  # the last one counts
     line = _one_line_error(run_cli(*base, *missing, expect=2))
     assert "is not a folder" in line
 
@@ -153,7 +153,7 @@ def test_cpu_training_run_completes_and_evaluates(one_thread, r50_release, voc_r
     workdir = tmp_path / "w"
     started = time.perf_counter()
     result = run_cli("detect", "--task", "voc", "--config", "voc07-9k", "--checkpoint",
-                     r50_release, "--datasets-root", voc_root, "--workdir", workdir,
+                     r50_release, "--data-root", voc_root, "--workdir", workdir,
                      "--num-gpus", "0", "--iters", "3", *opts, "--json", "-")  # fmt: skip
     seconds = time.perf_counter() - started
     output = json.loads(result.stdout)

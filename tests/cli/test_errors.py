@@ -73,7 +73,7 @@ def test_feature_files_of_different_dimension(tmp_path):
             handle["labels"] = np.zeros(5, np.int64)
             handle["indices"] = np.arange(5)
             handle.attrs["format"] = "sslkit.features"
-    line = _one_line_error(run_cli("knn", "--train", tmp_path / "a.h5", "--test",
+    line = _one_line_error(run_cli("knn", "--train-features", tmp_path / "a.h5", "--test-features",
                                    tmp_path / "b.h5", expect=2))  # fmt: skip
     assert "8-d" in line and "16-d" in line
 
@@ -102,4 +102,5 @@ def test_debug_shows_the_traceback():
 
 def test_knn_needs_one_kind_of_input(tmp_path):
     """Feature files and --checkpoint are exclusive."""
-    _one_line_error(run_cli("knn", "--train", tmp_path / "a.h5", "--data", "digits", expect=2))
+    _one_line_error(run_cli("knn", "--train-features", tmp_path / "a.h5", "--data", "digits",
+                            expect=2))

@@ -17,11 +17,38 @@ def _probe(digits_run, tmp_path, *extra):
     return json.loads(out.read_text())
 
 
+def test_the_default_is_the_validated_lbfgs_probe(digits_run, tmp_path):
+    """No recipe: logistic regression on cached features, its cost chosen on 20 % of the
+    training split; it says so, and it beats the SGD recipes' untuned results."""
+    result = _probe(digits_run, tmp_path)
+    assert result["protocol"] == "lbfgs-logistic" and result["mode"] == "features"
+    assert "chosen on a class-balanced 20 % of the training split" in result["description"]
+    scores = result["result"]
+    assert scores["cost"] in (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
+    assert list(scores["validation"]) == ["0.001", "0.01", "0.1", "1.0", "10.0", "100.0",
+                                          "1000.0"]  # fmt: skip
+    assert scores["validation"][str(scores["cost"])] == max(scores["validation"].values())
+    assert scores["top1"] > 85.0 and scores["top5"] >= scores["top1"]  # measured 96.2 (kNN 92.4)
+    assert result["score_unit"] == "percent" and "history" not in result
+    assert result["seconds"] < 120
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "30"], "--epochs set an SGD recipe's schedule: add --recipe"),
+    (["--mode", "augment"], "--mode augment set an SGD recipe's schedule"),
+    (["--recipe", "pcl", "--costs", "1"], "--costs are the L-BFGS probe's"),
+])  # fmt: skip
+def test_sgd_options_need_a_recipe(digits_run, args, message):
+    result = run_cli("linear", "--checkpoint", digits_run / "checkpoint.pt", "--data", "digits",
+                     *args, expect=2)  # fmt: skip
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
 def test_features_mode_scores_and_records_provenance(digits_run, tmp_path):
     """Cached raw features, 10 epochs of the MoCo v2 recipe: far above chance on digits."""
     result = _probe(digits_run, tmp_path, "--mode", "features", "--recipe", "mocov2",
                     "--epochs", "10")  # fmt: skip
-    assert result["protocol"] == "linear" and result["mode"] == "features"
+    assert result["protocol"] == "sgd" and result["mode"] == "features"
     assert result["recipe"]["name"] == "mocov2" and result["recipe"]["lr"] == 30.0
     assert result["num_classes"] == 10 and len(result["history"]) == 10
     assert result["result"]["top1"] > 60.0
@@ -40,7 +67,8 @@ def test_feature_files_mode(digits_run, tmp_path):
     for split in ("train", "test"):
         run_cli("extract", "--checkpoint", digits_run / "checkpoint.pt", "--data", "digits",
                 "--split", split, "--out", tmp_path / f"{split}.h5")  # fmt: skip
-    result = run_cli("linear", "--train", tmp_path / "train.h5", "--test", tmp_path / "test.h5",
+    result = run_cli("linear", "--train-features", tmp_path / "train.h5", "--test-features",
+                     tmp_path / "test.h5",
                      "--recipe", "adco", "--lr", "1.0", "--epochs", "5", "--json", "-")  # fmt: skip
     data = json.loads(result.stdout)
     assert data["mode"] == "features" and data["recipe"]["schedule"] == "cosine"
@@ -72,7 +100,7 @@ def test_augment_mode_with_workdir_and_resume(digits_run, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--recipe", "nope"], "unknown linear recipe"),
-    (["--train", "x.h5"], "either"),
+    (["--train-features", "x.h5"], "either"),
 ])  # fmt: skip
 def test_bad_input_is_one_line_exit_2(digits_run, args, message):
     """Unknown recipes and mixed inputs are refused with a one-line message."""

@@ -23,6 +23,7 @@ def test_pipeline_script(tmp_path):
     assert float(last.split()[4]) > 50.0
     fields = dict(part.strip().rsplit(" ", 1) for part in last.split(",")[1:])
     assert set(fields) == {"AMI", "linear top-1", "semisup top-1", "transfer top-1"}
-    assert 0 < float(fields["AMI"]) <= 1 and float(fields["linear top-1"]) > 30.0
-    assert 0 <= float(fields["semisup top-1"]) <= 100
+    assert 0 < float(fields["AMI"]) <= 100 and float(fields["linear top-1"]) > 30.0
+    assert 50.0 < float(fields["semisup top-1"]) <= 100  # measured 79.6 after 2 epochs
+    assert all(len(value.split(".")[-1]) == 1 for value in fields.values())  # rounded
     assert float(fields["transfer top-1"]) > 30.0  # digits: 10 classes, chance 10 %

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sslkit.data.base import DataInfo
-from sslkit.engine.distributed import DistEnv
+from sslkit.distributed import DistEnv
 from sslkit.methods.base import Batch, StepContext
 
 REPO = Path(__file__).resolve().parents[2]

@@ -29,7 +29,8 @@ def digit_folders(tmp_path_factory):
 
 def _transfer(digits_run, digit_folders, tmp_path, *args):
     result = run_cli("transfer", "--checkpoint", digits_run / "checkpoint.pt",
-                     "--train", digit_folders / "train", "--test", digit_folders / "test",
+                     "--train-images", digit_folders / "train",
+                     "--test-images", digit_folders / "test",
                      "--image-size", "32", "--cache-dir", tmp_path / "cache", *args,
                      "--json", "-")  # fmt: skip
     return json.loads(result.stdout)
@@ -83,12 +84,27 @@ def test_class_folders_must_agree(digits_run, digit_folders, tmp_path):
     (other / "zebra").mkdir(parents=True)
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(other / "zebra" / "0.png")
     result = run_cli("transfer", "--task", "imagefolder", "--checkpoint",
-                     digits_run / "checkpoint.pt", "--train", digit_folders / "train",
-                     "--test", other, expect=2)  # fmt: skip
+                     digits_run / "checkpoint.pt", "--train-images", digit_folders / "train",
+                     "--test-images", other, expect=2)  # fmt: skip
     assert "other class folders" in result.output
 
 
 # --- VOC07 and Places205 ---------------------------------------------------------------
+
+
+def test_images_are_embedded_as_the_checkpoint_was_trained(digits_run, digit_folders,
+                                                          tmp_path):  # fmt: skip
+    """No --image-size: the checkpoint's 32 px and 0.5 / 0.5 (not 224 px and ImageNet's
+    statistics); --image-size changes the size and keeps the normalisation."""
+    args = ["transfer", "--checkpoint", digits_run / "checkpoint.pt", "--task", "imagefolder",
+            "--train-images", digit_folders / "train", "--test-images", digit_folders / "test",
+            "--cache-dir", tmp_path / "cache", "--costs", "1", "--json", "-"]  # fmt: skip
+    default = json.loads(run_cli(*args).stdout)
+    transform = default["inputs"]["train"]["transform"]
+    assert transform == "resize32+normalize(mean=[0.5, 0.5, 0.5],std=[0.5, 0.5, 0.5])"
+    assert default["score_unit"] == "percent" and default["result"]["top1"] > 60
+    larger = json.loads(run_cli(*args, "--image-size", "40").stdout)
+    assert larger["inputs"]["test"]["transform"].startswith("resize40+normalize(mean=[0.5,")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +124,7 @@ def places_root(tmp_path_factory):
 
 
 def _dataset_transfer(digits_run, task, root, tmp_path, *args):
-    result = run_cli("transfer", "--task", task, "--data", root, "--checkpoint",
+    result = run_cli("transfer", "--task", task, "--data-root", root, "--checkpoint",
                      digits_run / "checkpoint.pt", "--image-size", "32", "--cache-dir",
                      tmp_path / "cache", *args, "--json", "-")  # fmt: skip
     return json.loads(result.stdout)
@@ -193,31 +209,34 @@ def test_voc07_bad_input_is_one_line_exit_2(digits_run, voc_root, tmp_path):
     import shutil
 
     ckpt = digits_run / "checkpoint.pt"
-    line = _one_line_error(run_cli("transfer", "--task", "voc07", "--data", tmp_path / "none",
-                                   "--checkpoint", ckpt, expect=2))  # fmt: skip
+    line = _one_line_error(run_cli("transfer", "--task", "voc07", "--data-root",
+                                   tmp_path / "none", "--checkpoint", ckpt,
+                                   expect=2))  # fmt: skip
     assert "does not exist" in line
     broken = shutil.copytree(voc_root, tmp_path / "broken")
     (broken / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "test.txt").unlink()
     line = _one_line_error(run_cli("transfer", "--task", "voc07", "--protocol", "svm",
-                                   "--data", broken, "--checkpoint", ckpt, expect=2))  # fmt: skip
+                                   "--data-root", broken, "--checkpoint", ckpt,
+                                   expect=2))  # fmt: skip
     assert "test.txt not found" in line
     shutil.rmtree(broken / "VOCdevkit" / "VOC2007" / "ImageSets")
-    line = _one_line_error(run_cli("transfer", "--task", "voc07", "--data", broken,
+    line = _one_line_error(run_cli("transfer", "--task", "voc07", "--data-root", broken,
                                    "--checkpoint", ckpt, expect=2))  # fmt: skip
     assert "no VOC2007 layout" in line and "VOCdevkit/VOC2007" in line
-    line = _one_line_error(run_cli("transfer", "--task", "voc07", "--train", voc_root,
-                                   "--test", voc_root, "--checkpoint", ckpt, expect=2))  # fmt: skip
-    assert "--data ROOT" in line
+    line = _one_line_error(run_cli("transfer", "--task", "voc07", "--train-images", voc_root,
+                                   "--test-images", voc_root, "--checkpoint", ckpt,
+                                   expect=2))  # fmt: skip
+    assert "--data-root ROOT" in line
     line = _one_line_error(run_cli("transfer", "--task", "voc07", "--checkpoint", ckpt,
                                    expect=2))  # fmt: skip
-    assert "needs --data ROOT" in line
-    line = _one_line_error(run_cli("transfer", "--task", "imagefolder", "--data", voc_root,
+    assert "needs --data-root ROOT" in line
+    line = _one_line_error(run_cli("transfer", "--task", "imagefolder", "--data-root", voc_root,
                                    "--checkpoint", ckpt, expect=2))  # fmt: skip
-    assert "--train DIR and --test DIR" in line
+    assert "--train-images DIR and --test-images DIR" in line
     line = _one_line_error(run_cli("transfer", "--task", "imagefolder", "--checkpoint", ckpt,
                                    expect=2))  # fmt: skip
-    assert "needs --train DIR and --test DIR" in line
-    line = _one_line_error(run_cli("transfer", "--task", "voc07", "--data", voc_root,
+    assert "needs --train-images DIR and --test-images DIR" in line
+    line = _one_line_error(run_cli("transfer", "--task", "voc07", "--data-root", voc_root,
                                    "--low-shot", "1,2", "--checkpoint", ckpt,
                                    expect=2))  # fmt: skip
     assert "--protocol svm" in line

@@ -17,9 +17,9 @@ import dataclasses
 
 import torch
 
+from sslkit import distributed
 from sslkit.config import method_config
 from sslkit.data.specs import load_split
-from sslkit.engine import distributed
 from sslkit.features.extract import EvalTransform, embed_dataset
 from sslkit.methods.base import Batch, EpochContext, StepContext
 from sslkit.methods.registry import get_method

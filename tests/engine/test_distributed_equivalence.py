@@ -79,8 +79,8 @@ def test_two_processes_take_the_single_process_moco_step(tmp_path):
 def test_hcsc_clusters_once_and_every_rank_gets_the_same_prototypes(tmp_path):
     """The E-step is process-count independent; the step itself is not, on purpose.
 
-    HCSC's negative prototypes exclude the positives of the per-process batch (hcsc.md
-    quirk 4, kept as in the authors' code), so its loss depends on how the batch is
+    HCSC's negative prototypes exclude the positives of the per-process batch (as the
+    authors' code does), so its loss depends on how the batch is
     split; what must not depend on it is the clustering every rank trains against.
     """
     (single,) = _step(tmp_path, "hcsc", 1)

@@ -102,7 +102,9 @@ def test_local_job_trains_on_two_processes_and_a_requeue_resumes(tmp_path):
     # What submitit does on preemption: call checkpoint() and submit what it returns.
     with open(workdir / "slurm" / f"{job['job_id']}_submitted.pkl", "rb") as handle:
         submitted = pickle.load(handle).function
-    assert submitted.params["no_progress"] is True
+    assert submitted.params["no_progress"] is False  # progress lines go to the job's log
+    log = "".join(path.read_text() for path in (workdir / "slurm").glob("*_0_log.err"))
+    assert "[sslkit] pretrain: epoch 1/1" in log
     requeued = PretrainJob({**submitted.params, "epochs": 2}).checkpoint()
     executor = submitit.AutoExecutor(folder=workdir / "slurm", cluster="local")
     executor.update_parameters(tasks_per_node=2, nodes=1, timeout_min=10)

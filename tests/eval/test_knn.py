@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sslkit.errors import BadInput
-from sslkit.eval.knn import KnnResult, knn_classify
+from sslkit.eval.knn import KnnScores, knn_classify
 
 
 def _unit(cosine: float, sign: float = 1.0) -> list[float]:
@@ -106,12 +106,14 @@ def test_predictions_per_k_match_top1_and_chunking():
 
 def test_best_k_and_as_dict():
     """best_k is the K with the highest top-1, the smallest one on ties."""
-    result = KnnResult(top1={10: 50.0, 20: 70.0, 100: 70.0}, top5={10: 80.0, 20: 90.0, 100: 95.0},
+    result = KnnScores(top1={10: 50.0, 20: 70.0, 100: 70.0}, top5={10: 80.0, 20: 90.0, 100: 95.0},
                        temperature=0.07, train_size=5, test_size=3)  # fmt: skip
     assert result.best_k == 20
     data = result.as_dict()
     assert data["best"] == {"k": 20, "top1": 70.0, "top5": 90.0}
-    assert data["k"]["100"] == {"top1": 70.0, "top5": 95.0}
+    assert data["k"]["100"] == {"top1": 70.0, "top5": 95.0, "neighbours": 5}  # 5 images
+    assert list(data["k"]) == ["10", "20", "100"]  # natural order, not "10", "100", "20"
+    assert result.capped() == [10, 20, 100]
 
 
 def test_mismatched_dimensions_are_bad_input():

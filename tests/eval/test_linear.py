@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("epoch, expected", [(0, 5.0), (59, 5.0), (60, 0.5), (79, 0.5),
                                              (80, 0.05), (99, 0.05)])  # fmt: skip
 def test_pcl_recipe_steps_at_60_and_80(epoch, expected):
-    """PCL config: lr 5.0, x0.1 at epochs 60 and 80 (evaluation.md §2)."""
+    """PCL config: lr 5.0, x0.1 at epochs 60 and 80."""
     assert RECIPES["pcl"].lr_at(epoch) == pytest.approx(expected)
 
 

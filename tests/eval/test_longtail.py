@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sslkit.eval.longtail import (
-    class_counts,
-    is_long_tailed,
-    shot_accuracy,
-    shot_group,
-    shot_table,
-)
+from sslkit.commands.common import shot_table
+from sslkit.eval.longtail import class_counts, is_long_tailed, shot_accuracy, shot_group
 
 
 @pytest.mark.parametrize(("count", "group"), [

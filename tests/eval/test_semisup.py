@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_recipes_match_the_spec():
-    """evaluation.md §3: HCSC, PCL and CLD settings, schedules at the listed epochs."""
+    """HCSC, PCL and CLD settings, schedules at the listed epochs."""
     hcsc, pcl, cld = RECIPES["hcsc"], RECIPES["pcl"], RECIPES["cld"]
     assert (hcsc.epochs, hcsc.backbone_lr, hcsc.head_lr, hcsc.weight_decay) == (70, 0.005, 0.02, 0)
     assert [hcsc.factor_at(e) for e in (29, 30, 59, 60)] == pytest.approx([1, 0.1, 0.1, 0.01])

@@ -1,4 +1,4 @@
-"""The SVM protocol of evaluation.md §4: settings, normalisation, low-shot draws, VOC, Places."""
+"""The SVM protocol (PCL): settings, normalisation, low-shot draws, VOC, Places."""
 
 from __future__ import annotations
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from sslkit.errors import BadInput
-from sslkit.eval.transfer import logistic_transfer, scores, validation_split
+from sslkit.eval.transfer import scores, validated_logistic, validation_split
 
 
 def test_scores_top1_and_mean_per_class_by_hand():
@@ -32,24 +33,43 @@ def _blobs(n: int, seed: int, dim: int = 10, classes: int = 3):
     return (centres[labels] + rng.normal(size=(n, dim))).astype(np.float32), labels
 
 
-def test_logistic_transfer_solves_separable_data_and_reports_the_validation():
+def test_validated_logistic_solves_separable_data_and_reports_the_validation():
     """Well-separated blobs: ~100 % test accuracy; every cost validated; the best refitted."""
     train_x, train_y = _blobs(300, 1)
     test_x, test_y = _blobs(150, 2)
-    result = logistic_transfer(train_x, train_y, test_x, test_y, costs=(0.001, 1.0, 100.0))
+    result, predictions = validated_logistic(train_x, train_y, test_x, test_y,
+                                             costs=(0.001, 1.0, 100.0))
     assert result["top1"] > 97 and result["mean_per_class"] > 97
     assert set(result["validation"]) == {"0.001", "1.0", "100.0"}
     assert result["cost"] in (0.001, 1.0, 100.0)
     assert result["validation"][str(result["cost"])] == max(result["validation"].values())
-    explicit = logistic_transfer(train_x, train_y, test_x, test_y, test_x, test_y,
-                                 costs=(1.0,), metric="mean_per_class")  # fmt: skip
+    assert (predictions == test_y).mean() * 100 == pytest.approx(result["top1"])
+    explicit, _ = validated_logistic(train_x, train_y, test_x, test_y, test_x, test_y,
+                                     costs=(1.0,), metric="mean_per_class")  # fmt: skip
     assert explicit["cost"] == 1.0 and explicit["metric"] == "mean_per_class"
 
 
-def test_logistic_transfer_rejects_bad_costs_and_single_classes():
+def test_validated_logistic_rejects_bad_costs_and_single_classes():
     """Non-positive costs and one-class training sets are bad input."""
     x, y = _blobs(30, 0)
     with pytest.raises(BadInput, match="costs"):
-        logistic_transfer(x, y, x, y, costs=(0.0,))
+        validated_logistic(x, y, x, y, costs=(0.0,))
     with pytest.raises(BadInput, match="two classes"):
-        logistic_transfer(x, np.zeros(30, dtype=np.int64), x, y)
+        validated_logistic(x, np.zeros(30, dtype=np.int64), x, y)
+
+
+@pytest.mark.parametrize("cost", [0.01, 1.0])
+def test_the_lbfgs_fit_is_scikit_learns_logistic_regression(cost):
+    """Same objective as LogisticRegression(C) on standardised features: same optimum."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from sslkit.eval.transfer import fit_logistic
+
+    x, y = _blobs(240, 3, dim=6, classes=4)
+    x = x + np.random.default_rng(4).normal(size=x.shape).astype(np.float32) * 4  # overlap
+    ours = fit_logistic(x, y, cost, 4, chunk=50)  # chunks: the objective is summed exactly
+    scaled = StandardScaler().fit_transform(x)
+    theirs = LogisticRegression(C=cost, max_iter=10000, tol=1e-10).fit(scaled, y)
+    probabilities = torch.softmax(ours.logits(x), dim=1).numpy()
+    assert np.abs(probabilities - theirs.predict_proba(scaled)).max() < 1e-3

@@ -1,4 +1,4 @@
-"""ConIC: the losses on small tensors (conic.md §9) and the method's two classifiers."""
+"""ConIC: the losses on small tensors and the method's two classifiers."""
 
 from __future__ import annotations
 

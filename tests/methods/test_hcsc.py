@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
-from sslkit.engine.distributed import DistEnv
+from sslkit.distributed import DistEnv
 from sslkit.errors import BadInput
 from sslkit.methods.base import Batch, EpochContext, StepContext
 from sslkit.methods.hcsc import HCSC, PAPER_LOCAL_CROPS, Prototypes, _with_parent_tables
@@ -107,7 +107,7 @@ def _ce_first(logits):
 
 
 def _reference_terms(method: HCSC, query, key, local, queue, generator):
-    """hcsc.md §4.2-4.3 from direct softmaxes, drawing the masks in the code's order."""
+    """HCSC's selections from direct softmaxes, drawing the masks in the code's order."""
     config, levels = method.config, method.prototypes
     mode = config.mask_mode
 
@@ -212,7 +212,7 @@ def test_single_level_without_selection_is_infonce_plus_pcl_term():
     {"multi_crop": True, "selection_on_local": False, "mask_mode": "exclude"},
 ])  # fmt: skip
 def test_selective_loss_matches_spec_reference(overrides):
-    """Three levels with both selections: every term equals hcsc.md §4 with the same draws."""
+    """Three levels with both selections: every term equals the direct formula, same draws."""
     method = _clustered(**overrides)
     queue = method.queue.keys.clone()
     batch = _batch(multi_crop=method.config.multi_crop)
@@ -424,7 +424,7 @@ def test_gradient_reaches_only_the_online_encoder():
 
 # -- the cached instance-selection tables ---------------------------------------------------
 def test_keep_tables_equal_the_direct_keep_probabilities():
-    """Each table row is 32768 x (1 - softmax assignment), clamped and rounded (hcsc.md §4.2)."""
+    """Each table row is 32768 x (1 - softmax assignment), clamped and rounded."""
     method = _clustered()
     queue = method.queue.keys.clone()
     for level in method.prototypes:

@@ -1,4 +1,4 @@
-"""LoGo: regressor objective, the three-step update and multi-crop hosts (logo.md §9)."""
+"""LoGo: regressor objective, the three-step update and multi-crop hosts."""
 
 from __future__ import annotations
 

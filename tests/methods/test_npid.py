@@ -94,7 +94,7 @@ def test_full_softmax_gradient_formula():
 
 
 def test_nce_loss_closed_form():
-    """A 1 x (K+1) example, K = 2, N = 4 (K·P_n = 0.5), against the formula in npid.md §4."""
+    """A 1 x (K+1) example, K = 2, N = 4 (K·P_n = 0.5), against NPID's NCE formula."""
     probabilities = torch.tensor([[0.9, 0.2, 0.05]])
     noise, eps = 2 / 4, 1e-7
     expected = -(math.log(0.9 / (0.9 + noise + eps)) + math.log(noise / (0.2 + noise + eps))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from sslkit.data.base import DataInfo
-from sslkit.engine.distributed import DistEnv
+from sslkit.distributed import DistEnv
 from sslkit.errors import BadInput
 from sslkit.methods.base import Batch, EpochContext, StepContext
 from sslkit.methods.moco import MoCo
@@ -84,7 +84,7 @@ def test_batch_columns_loss_by_hand():
 
 
 def test_keys_as_prototypes_at_constant_phi_give_infonce():
-    """pcl.md §9: phi = T and prototypes = [batch keys, queue], all queue ids negatives ->
+    """phi = T and prototypes = [batch keys, queue], all queue ids negatives ->
     the prototype term equals the instance InfoNCE."""
     method = _method(proto_layout="own_positive", num_clusters=[BATCH + 16],
                      num_negative_prototypes=16)

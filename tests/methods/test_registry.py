@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,62 @@ def test_cli_pretrain_with_broken_plugin_is_bad_input(broken_plugin: Path) -> No
     result = CliRunner().invoke(cli, ["pretrain", "--method", "broken"])
     assert result.exit_code == 2
     assert "failed to load" in result.stderr
+
+
+def _distribution(folder: Path, package: str, module: str, entries: str) -> None:
+    """A fake installed distribution ``package`` whose entry points are ``entries``."""
+    dist_info = folder / f"{package.replace('-', '_')}-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text(f"[sslkit.methods]\n{entries}\n")
+
+
+@pytest.fixture
+def two_packages_one_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``pkg-a`` and ``pkg-b`` both register ``dup`` (MoCo under two names)."""
+    for package, module in (("pkg-a", "dup_a"), ("pkg-b", "dup_b")):
+        _distribution(tmp_path, package, module, f"dup = {module}:Dup")
+        (tmp_path / f"{module}.py").write_text(
+            "from sslkit.methods.moco import MoCo\n\n\n"
+            f"class Dup(MoCo):\n    name = 'dup'\n    description = 'from {module}'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for module in ("dup_a", "dup_b"):
+        sys.modules.pop(module, None)
+
+
+def test_two_packages_registering_one_name_are_both_listed(two_packages_one_name) -> None:
+    found = registry.discover()
+    assert found["dup"].package == "pkg-a" and found["dup"].also_registered_by == ("pkg-b",)
+    assert found["pkg-b:dup"].package == "pkg-b"
+    assert found["pkg-b:dup"].method_class.description == "from dup_b"
+
+
+def test_an_ambiguous_name_is_refused_naming_both_and_the_fix(two_packages_one_name) -> None:
+    with pytest.raises(BadInput) as refused:
+        registry.get_method("dup")
+    message = str(refused.value)
+    assert "pkg-a (dup_a:Dup)" in message and "pkg-b (dup_b:Dup)" in message
+    assert "pkg-a:dup or pkg-b:dup" in message
+    assert registry.get_method("pkg-b:dup").description == "from dup_b"
+
+
+def test_cli_refuses_an_ambiguous_method_and_lists_both(two_packages_one_name) -> None:
+    result = CliRunner().invoke(cli, ["pretrain", "--method", "dup"])
+    assert result.exit_code == 2 and "pkg-a:dup or pkg-b:dup" in result.stderr
+    listed = CliRunner().invoke(cli, ["methods", "--json", "-"])
+    methods = {m["name"] + m["package"]: m for m in json.loads(
+        listed.stdout[listed.stdout.index("{"):])["methods"]}  # fmt: skip
+    assert methods["duppkg-a"]["also_registered_by"] == ["pkg-b"]
+    table = re.sub(r"[\s│]+", " ", listed.stderr)  # the table's wrapped cells, in one line
+    assert "also registered by pkg-b" in table
+
+
+def test_only_the_named_entry_point_is_imported(tmp_path: Path, monkeypatch) -> None:
+    """A slow or broken unrelated plugin is never imported when another method is asked for."""
+    _distribution(tmp_path, "heavy-plugin", "heavy_plugin", "heavy = heavy_plugin:Heavy")
+    (tmp_path / "heavy_plugin.py").write_text("raise SystemExit('imported heavy_plugin')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "heavy" in registry.registrations()  # listed from the metadata alone
+    assert registry.get_method("moco") is MoCo
+    assert "heavy_plugin" not in sys.modules

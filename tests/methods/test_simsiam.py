@@ -1,4 +1,4 @@
-"""SimSiam and BYOL: losses, stop-gradient, heads and schedules (simsiam.md §9)."""
+"""SimSiam and BYOL: losses, stop-gradient, heads and schedules."""
 
 from __future__ import annotations
 

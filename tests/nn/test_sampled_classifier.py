@@ -63,7 +63,7 @@ def _steps(v, u, lrs):
 
 
 def test_lazy_pool_updates_equal_eager_sgd_of_all_rows():
-    """The invariant of conic.md §9: sampled update == every row stepped every time."""
+    """The invariant: the sampled update == every row stepped every time."""
     torch.manual_seed(0)
     pool = _pool(rows=12, dim=3, size=5)
     eager_u = pool.store_weight.clone().double()

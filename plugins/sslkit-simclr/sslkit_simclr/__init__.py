@@ -1,9 +1,10 @@
 """SimCLR (Chen et al. 2020) as an sslkit plugin: two views, MLP head, NT-Xent loss.
 
-This package is the template for third-party methods: a :class:`~sslkit.methods.base.Method`
-subclass plus one entry point in ``pyproject.toml``. Under ``torchrun`` every process uses
-the other images of its *own* batch as negatives (``2 * (B - 1)`` per anchor, with ``B``
-the per-process batch); embeddings are not gathered across processes.
+This package is the template for third-party methods: a :class:`sslkit.plugin.Method`
+subclass plus one entry point in ``pyproject.toml``, importing nothing from sslkit but
+``sslkit.plugin`` (the stable surface). Under ``torchrun`` every process uses the other
+images of its *own* batch as negatives (``2 * (B - 1)`` per anchor, with ``B`` the
+per-process batch); embeddings are not gathered across processes.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslkit.data.base import DataInfo
-from sslkit.methods.base import COMMON_AUGMENT, Batch, Method, StepContext, hp
+from sslkit.plugin import COMMON_AUGMENT, Batch, DataInfo, Method, StepContext, hp
 
 __all__ = ["SimCLR", "nt_xent", "simclr_head"]
 
@@ -56,6 +56,8 @@ class SimCLR(Method):
     default_train = {"lr": 0.06, "weight_decay": 1e-4}
     # SimCLR's stronger crops and colour jitter (strength 1.0); the rest is sslkit's common set.
     default_augment = {**COMMON_AUGMENT, "crop_scale": [0.08, 1.0], "jitter": [0.8, 0.8, 0.8, 0.2]}
+    # sslkit.testing.check_method's tiny synthetic data: a narrow head is enough
+    check_settings = {"dim": 32}
 
     @dataclass
     class Config:
@@ -81,3 +83,7 @@ class SimCLR(Method):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The normalised projection-head output (``--layer head``)."""
         return F.normalize(self.project(images), dim=1)
+
+    def embedding_dim(self) -> int:
+        """The dimension of :meth:`embed`: the head's output, not the backbone's width."""
+        return int(self.config.dim)

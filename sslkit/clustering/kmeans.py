@@ -7,7 +7,7 @@ faiss settings are the authors' (``niter=20``, ``nredo=5``, ``seed`` = level ind
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,8 +96,7 @@ def check_points(points: np.ndarray, k: int, what: str = "features") -> np.ndarr
         raise BadInput(f"{what} must be a non-empty N x D matrix, got shape {points.shape}")
     if not np.isfinite(points).all():
         raise BadInput(f"{what} contain NaN or infinite values: re-extract them")
-    if not 1 <= k <= len(points):
-        raise BadInput(f"cannot make {k} clusters of {len(points)} {what}: use k <= {len(points)}")
+    check_cluster_sizes([k], hierarchical=False, points=len(points))
     return points
 
 
@@ -229,33 +228,47 @@ def _normalize_rows(matrix: np.ndarray) -> np.ndarray:
     return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def _check_sizes(ks: list[int], hierarchical: bool) -> None:
-    if not ks or min(ks) < 1:
-        raise BadInput("numbers of clusters must be positive, e.g. --k 3000,2000,1000")
+def check_cluster_sizes(ks, *, hierarchical: bool, points: int = 0, minimum: int = 1,
+                        setting: str = "--k") -> list[int]:
+    """The one check of clustering sizes, for ``sslkit cluster`` and the methods that cluster.
+
+    Sizes are at least ``minimum``; hierarchical levels (bottom-up) never grow; with
+    ``points`` > 0 no size exceeds it. ``setting`` names what the user sets (``--k``,
+    ``hcsc: method.num_clusters``) in the one-line :class:`BadInput`.
+    """
+    ks = [int(k) for k in ks]
+    if not ks or min(ks) < minimum:
+        raise BadInput(f"{setting} must be sizes >= {minimum}, got {ks}: e.g. 3000,2000,1000")
     if hierarchical and any(upper > lower for lower, upper in zip(ks, ks[1:], strict=False)):
-        raise BadInput(f"hierarchical levels must not grow, got {ks}: list them bottom-up, "
-                       "e.g. 3000,2000,1000")  # fmt: skip
+        raise BadInput(f"{setting}: hierarchical levels must not grow, got {ks}: list them "
+                       "bottom-up, e.g. 3000,2000,1000")  # fmt: skip
+    if points and max(ks) > points:
+        raise BadInput(f"{setting}: cannot make {max(ks)} clusters of {points} points: use "
+                       f"k <= {points}")  # fmt: skip
+    return ks
 
 
 def hierarchical_kmeans(
     features: np.ndarray | PointRows, ks: list[int], temperature: float,
-    settings: KMeansSettings, max_train_points: int | None = None,
+    settings: KMeansSettings, max_train_points: int | None = None, alpha: float = 10.0,
+    on_level: Callable[[int], None] | None = None,
 ) -> Clustering:  # fmt: skip
     """HCSC's bottom-up k-means: level 0 clusters the points, level l the centroids of l-1.
 
     Each level seeds faiss with ``settings.seed + l``. Level l's concentration uses the
     squared distances of its members (points at l = 0, child centroids above); a point's
-    level-l cluster is its level-(l-1) cluster's parent. ``features`` may be streamed
-    (:class:`PointRows`, see :func:`kmeans` for ``max_train_points``).
+    level-l cluster is its level-(l-1) cluster's parent; ``alpha`` is the concentration's
+    smoothing (PCL: 10). ``features`` may be streamed (:class:`PointRows`, see
+    :func:`kmeans` for ``max_train_points``); ``on_level(k)`` is called after each level.
     """
-    _check_sizes(ks, hierarchical=True)
+    check_cluster_sizes(ks, hierarchical=True)
     features = _checked(features, ks[0])
     levels: list[ClusterLevel] = []
     points, device = features, ""
     for depth, k in enumerate(ks):
         result = kmeans(points, k, _seeded(settings, depth), max_train_points)
         device = result.device
-        density = concentration(result.squared_distances, result.labels, k, temperature)
+        density = concentration(result.squared_distances, result.labels, k, temperature, alpha)
         if depth == 0:
             assignments = result.labels
         else:
@@ -264,17 +277,21 @@ def hierarchical_kmeans(
         centroids = _normalize_rows(result.centroids)
         levels.append(ClusterLevel(centroids, density, assignments))
         points = centroids
+        if on_level is not None:
+            on_level(k)
     return Clustering(levels, hierarchical=True, device=device)
 
 
 def flat_kmeans(
     features: np.ndarray | PointRows, ks: list[int], temperature: float,
     settings: KMeansSettings, alpha: float = 10.0, max_train_points: int | None = None,
+    on_level: Callable[[int], None] | None = None,
 ) -> Clustering:  # fmt: skip
     """Independent k-means of the points for every k (PCL's several clusterings); ``alpha``
     is the concentration's smoothing (PCL: 10). ``features`` may be streamed
-    (:class:`PointRows`, see :func:`kmeans` for ``max_train_points``)."""
-    _check_sizes(ks, hierarchical=False)
+    (:class:`PointRows`, see :func:`kmeans` for ``max_train_points``); ``on_level(k)`` is
+    called after each clustering (progress)."""
+    check_cluster_sizes(ks, hierarchical=False)
     features = _checked(features, max(ks))
     levels, device = [], ""
     for position, k in enumerate(ks):
@@ -282,6 +299,8 @@ def flat_kmeans(
         device = result.device
         density = concentration(result.squared_distances, result.labels, k, temperature, alpha)
         levels.append(ClusterLevel(_normalize_rows(result.centroids), density, result.labels))
+        if on_level is not None:
+            on_level(k)
     return Clustering(levels, hierarchical=False, device=device)
 
 
@@ -290,9 +309,7 @@ def _checked(features: np.ndarray | PointRows, k: int) -> np.ndarray | PointRows
     values are checked block by block as they are read)."""
     if not isinstance(features, PointRows):
         return check_points(features, k)
-    if not 1 <= k <= len(features):
-        raise BadInput(f"cannot make {k} clusters of {len(features)} features: "
-                       f"use k <= {len(features)}")  # fmt: skip
+    check_cluster_sizes([k], hierarchical=False, points=len(features))
     return features
 
 

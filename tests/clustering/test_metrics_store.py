@@ -9,9 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from sslkit.cluster.kmeans import KMeansSettings, hierarchical_kmeans
-from sslkit.cluster.metrics import cluster_agreement
-from sslkit.cluster.store import FORMAT_TAG, read_clusters, write_clusters
+from sslkit.clustering.kmeans import KMeansSettings, hierarchical_kmeans
+from sslkit.clustering.metrics import cluster_agreement
+from sslkit.clustering.store import FORMAT_TAG, read_clusters, write_clusters
 from sslkit.errors import BadInput
 from sslkit.features.store import FeatureSet, write_features
 from tests.conftest import run_cli
@@ -127,7 +127,8 @@ def _feature_file(path, labelled: bool = True):
 def test_cli_hierarchical_json(tmp_path):
     """``sslkit cluster --hierarchical`` writes the file and JSON levels with AMI/NMI/purity."""
     features = _feature_file(tmp_path / "f.h5")
-    run_cli("cluster", "--features", features, "--k", "6,3", "--hierarchical", "--nredo", "3",
+    run_cli("cluster", "--features", features, "--clusters", "6,3", "--hierarchical",
+            "--nredo", "3",
             "--device", "cpu", "--out", tmp_path / "c.h5",
             "--json", tmp_path / "r.json")  # fmt: skip
     output = json.loads((tmp_path / "r.json").read_text())
@@ -135,8 +136,9 @@ def test_cli_hierarchical_json(tmp_path):
     assert [row["k"] for row in output["levels"]] == [6, 3]
     for row in output["levels"]:
         assert {"ami", "nmi", "purity", "non_empty"} <= set(row)
-        assert 0 <= row["nmi"] <= 1 and 0 < row["purity"] <= 1 and row["ami"] <= 1
-    assert output["levels"][0]["purity"] == 1.0  # 6 clusters of 3 blobs never mix them
+        assert 0 <= row["nmi"] <= 100 and 0 < row["purity"] <= 100 and row["ami"] <= 100
+    assert output["levels"][0]["purity"] == 100.0  # 6 clusters of 3 blobs never mix them
+    assert output["score_unit"] == "percent"
     clustering, indices = read_clusters(tmp_path / "c.h5")
     assert np.array_equal(indices, np.arange(60) + 7)
     top = clustering.levels[1].assignments
@@ -148,13 +150,13 @@ def test_cli_hierarchical_json(tmp_path):
 def test_cli_unlabelled_features_have_no_scores(tmp_path):
     """Without labels the JSON levels carry no AMI/NMI/purity."""
     features = _feature_file(tmp_path / "f.h5", labelled=False)
-    run_cli("cluster", "--features", features, "--k", "4", "--device", "cpu",
+    run_cli("cluster", "--features", features, "--clusters", "4", "--device", "cpu",
             "--out", tmp_path / "c.h5", "--json", tmp_path / "r.json")  # fmt: skip
     levels = json.loads((tmp_path / "r.json").read_text())["levels"]
     assert len(levels) == 1 and "ami" not in levels[0] and levels[0]["k"] == 4
 
 
-@pytest.mark.parametrize("extra", [["--k", "61"], ["--k", "4,8", "--hierarchical"]])
+@pytest.mark.parametrize("extra", [["--clusters", "61"], ["--clusters", "4,8", "--hierarchical"]])
 def test_cli_bad_k_is_one_line_exit_2(tmp_path, extra):
     """k > N (or growing levels) exits 2 with one error line; no clustering or JSON file."""
     features = _feature_file(tmp_path / "f.h5")
@@ -169,7 +171,7 @@ def test_cli_bad_k_is_one_line_exit_2(tmp_path, extra):
 
 def test_cli_missing_feature_file(tmp_path):
     """A missing feature file exits 2 and writes nothing."""
-    result = run_cli("cluster", "--features", tmp_path / "nope.h5", "--k", "2",
+    result = run_cli("cluster", "--features", tmp_path / "nope.h5", "--clusters", "2",
                      "--out", tmp_path / "c.h5", expect=2)  # fmt: skip
     assert "not found" in result.output and not (tmp_path / "c.h5").exists()
 
@@ -178,12 +180,12 @@ def test_cli_max_train_points_samples_training_and_assigns_every_point(tmp_path)
     """``--max-train-points 12`` trains on 12 of the 60 points, still assigns all 60 (3 blobs
     are still found, best of 5 restarts) and records the setting in the file and the JSON."""
     features = _feature_file(tmp_path / "f.h5")
-    run_cli("cluster", "--features", features, "--k", "3", "--max-train-points", "12",
+    run_cli("cluster", "--features", features, "--clusters", "3", "--max-train-points", "12",
             "--nredo", "5", "--device", "cpu", "--out", tmp_path / "c.h5",
             "--json", tmp_path / "r.json")  # fmt: skip
     output = json.loads((tmp_path / "r.json").read_text())
     assert output["max_train_points"] == 12 and output["points"] == 60
-    assert output["levels"][0]["purity"] == 1.0
+    assert output["levels"][0]["purity"] == 100.0
     clustering, _ = read_clusters(tmp_path / "c.h5")
     assert len(clustering.levels[0].assignments) == 60
     with h5py.File(tmp_path / "c.h5", "r") as handle:

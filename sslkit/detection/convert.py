@@ -1,7 +1,7 @@
 """Export a checkpoint's encoder as a detectron2 weight file (``backbone.pkl``).
 
-The renaming is MoCo's ``convert-pretrain-to-detectron2.py`` applied to torchvision names
-(evaluation.md §8.1): names without ``layer`` get a ``stem.`` prefix, ``layer1..4`` become
+The renaming is MoCo's ``convert-pretrain-to-detectron2.py`` applied to torchvision names:
+names without ``layer`` get a ``stem.`` prefix, ``layer1..4`` become
 ``res2..5``, ``bnK`` becomes ``convK.norm``, ``downsample.0/.1`` become ``shortcut`` and
 ``shortcut.norm``. Only the backbone is written: :func:`sslkit.models.checkpoint.load_encoder`
 keeps the query encoder alone (no key encoder, queue or projection head), unlike HCSC's

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sslkit.cluster.kmeans import Clustering, ClusterLevel
+from sslkit.clustering.kmeans import Clustering, ClusterLevel
 from sslkit.errors import BadInput
 from sslkit.utils.atomic import atomic_path
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from sslkit.detect.convert import (
+from sslkit.detection.convert import (
     check_backbone,
     convert_state,
     detectron2_name,
@@ -39,7 +39,7 @@ def resnet50_state() -> dict[str, torch.Tensor]:
 
 
 def test_moco_renaming_examples():
-    """The examples of evaluation.md §8.1, one per rule."""
+    """MoCo's conversion examples, one per rule."""
     assert detectron2_name("conv1.weight") == "stem.conv1.weight"
     assert detectron2_name("bn1.weight") == "stem.conv1.norm.weight"
     assert detectron2_name("layer1.0.bn2.running_var") == "res2.0.conv2.norm.running_var"

@@ -1,4 +1,4 @@
-"""faiss k-means, PCL's concentration and HCSC's hierarchical levels (pcl.md §9, hcsc.md §9)."""
+"""faiss k-means, PCL's concentration and HCSC's hierarchical levels (the authors' settings)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sslkit.cluster.kmeans import (
+from sslkit.clustering.kmeans import (
     KMeansSettings,
     check_points,
     concentration,
@@ -15,7 +15,7 @@ from sslkit.cluster.kmeans import (
     hierarchical_kmeans,
     kmeans,
 )
-from sslkit.cluster.metrics import cluster_agreement
+from sslkit.clustering.metrics import cluster_agreement
 from sslkit.errors import BadInput
 
 T = 0.2
@@ -36,7 +36,7 @@ def _settings(**overrides) -> KMeansSettings:
 
 
 def _reference_concentration(squared, labels, k, temperature, alpha=10.0):
-    """pcl.md §4.1 written as a loop over clusters."""
+    """PCL's concentration written as a loop over clusters."""
     phi = np.zeros(k)
     several = []
     for c in range(k):
@@ -215,7 +215,7 @@ def _normalized(points: np.ndarray) -> np.ndarray:
 def test_streamed_rows_from_disk_equal_the_in_memory_clustering(tmp_path, build):
     """A feature file read in 7-row blocks (PointRows over open_features) gives exactly the
     clustering of the normalised array in memory: same sample (all points), same search."""
-    from sslkit.cluster.kmeans import PointRows
+    from sslkit.clustering.kmeans import PointRows
     from sslkit.features.store import FeatureSet, open_features, write_features
 
     points, labels = _blobs(noise=0.5)
@@ -234,7 +234,7 @@ def test_streamed_rows_from_disk_equal_the_in_memory_clustering(tmp_path, build)
 def test_max_train_points_trains_on_a_seeded_sample_and_assigns_every_point():
     """With max_train_points < N, training sees a seeded sample (same seed, same result),
     and still every point gets its nearest centroid and its squared distance."""
-    from sslkit.cluster.kmeans import PointRows
+    from sslkit.clustering.kmeans import PointRows
 
     points, truth = _blobs(n_per=60, noise=0.05)
     rows = PointRows(points, normalize=False, block_rows=50)
@@ -249,7 +249,7 @@ def test_max_train_points_trains_on_a_seeded_sample_and_assigns_every_point():
 
 def test_streamed_rows_refuse_nan_blocks_and_too_many_clusters():
     """Bad values are found in the block that holds them; k > N before anything runs."""
-    from sslkit.cluster.kmeans import PointRows
+    from sslkit.clustering.kmeans import PointRows
 
     points, _ = _blobs()
     with pytest.raises(BadInput, match="use k <= 200"):

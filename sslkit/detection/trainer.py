@@ -21,8 +21,8 @@ from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 
-from sslkit.detect.datasets import register_datasets
-from sslkit.detect.heads import register_extra_norm_head
+from sslkit.detection.datasets import register_datasets
+from sslkit.detection.heads import register_extra_norm_head
 
 LOGGERS = ("detectron2", "fvcore", "d2")
 

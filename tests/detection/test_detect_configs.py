@@ -1,4 +1,4 @@
-"""detectron2 configs: the shipped values of evaluation.md §8.2, overrides, dataset folders."""
+"""detectron2 configs: the shipped values, overrides, dataset folders."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import yaml
 
-from sslkit.detect.configs import (
+from sslkit.detection.configs import (
     SHIPPED,
     build_config,
     config_path,
@@ -16,7 +16,7 @@ from sslkit.detect.configs import (
     parse_value,
     write_config,
 )
-from sslkit.detect.datasets import resolve_datasets
+from sslkit.detection.datasets import resolve_datasets
 from sslkit.errors import BadInput
 from tests.transfer_data import write_voc2007
 
@@ -192,7 +192,7 @@ def test_dataset_folders_in_both_layouts(tmp_path):
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_detectron2_accepts_every_written_config(name, tmp_path):
     """detectron2's own config loader takes each written config (no unknown keys or types)."""
-    from sslkit.detect.trainer import load_cfg
+    from sslkit.detection.trainer import load_cfg
 
     cfg, _ = _build(config=name, task=SHIPPED[name][1], num_gpus=0)
     path = write_config(cfg, tmp_path / "config.yaml", [])

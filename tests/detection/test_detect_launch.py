@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from sslkit.detect.launch import aggregate, launch_command, main, metrics, require_detectron2
+from sslkit.detection.launch import aggregate, launch_command, main, metrics, require_detectron2
 from sslkit.errors import BadInput
 
 
@@ -51,6 +51,6 @@ def test_the_command_names_config_datasets_gpus_and_seeds(tmp_path):
     """The dry run's command: the launcher module with everything it needs, shell-quoted."""
     command = launch_command(tmp_path / "my config.yaml", "voc", tmp_path, 8, [3, 4, 5],
                              tmp_path / "detect.json", python="python")  # fmt: skip
-    assert command.startswith("python -m sslkit.detect.launch --config-file '")
+    assert command.startswith("python -m sslkit.detection.launch --config-file '")
     assert "--num-gpus 8 --seed 3 --seeds 3" in command
     assert f"--datasets-root {tmp_path}" in command

@@ -3,7 +3,7 @@
 Importable without detectron2 (it is imported when a training starts). Each training
 runs in ``OUTPUT_DIR/seed-<s>``; rank 0 writes the evaluator's results to ``result.json``
 there, which this process reads back, so single- and multi-process runs share one path.
-``python -m sslkit.detect.launch`` is the command ``sslkit detect --dry-run`` writes.
+``python -m sslkit.detection.launch`` is the command ``sslkit detect --dry-run`` writes.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def check_gpus(num_gpus: int) -> None:
 
 def validate_config(config_file: str | Path) -> None:
     """Bad input when detectron2 refuses the config (unknown key, wrong type)."""
-    from sslkit.detect.trainer import load_cfg
+    from sslkit.detection.trainer import load_cfg
 
     try:
         load_cfg(str(config_file))
@@ -100,7 +100,7 @@ def _worker(config_file: str, datasets: dict[str, dict], seed: int, output_dir: 
     """What each launched process runs; rank 0 writes the results."""
     from detectron2.utils import comm
 
-    from sslkit.detect.trainer import train_and_evaluate
+    from sslkit.detection.trainer import train_and_evaluate
 
     results = train_and_evaluate(config_file, datasets, seed, output_dir)
     if comm.is_main_process():
@@ -140,7 +140,7 @@ def launch_command(config_file: str | Path, task: str, datasets_root: str | Path
     """The shell command that runs the trainings of a written config (``python``: the
     interpreter to name, default this one; a dry run names ``python`` for another machine)."""
     args = [python or sys.executable or "python", "-m",
-            "sslkit.detect.launch", "--config-file", str(Path(config_file).resolve()),
+            "sslkit.detection.launch", "--config-file", str(Path(config_file).resolve()),
             "--task", task, "--datasets-root", str(Path(datasets_root).expanduser().resolve()),
             "--num-gpus", str(num_gpus), "--seed", str(seeds[0]), "--seeds", str(len(seeds)),
             "--json", str(Path(json_path).resolve())]  # fmt: skip
@@ -148,13 +148,13 @@ def launch_command(config_file: str | Path, task: str, datasets_root: str | Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sslkit.detect.launch``: run the trainings of a config ``sslkit detect``
+    """``python -m sslkit.detection.launch``: run the trainings of a config ``sslkit detect``
     wrote, e.g. on a cluster node after ``--dry-run``."""
-    from sslkit.detect.configs import load_config
-    from sslkit.detect.datasets import resolve_datasets
+    from sslkit.detection.configs import load_config
+    from sslkit.detection.datasets import resolve_datasets
     from sslkit.utils.jsonout import write_json
 
-    parser = argparse.ArgumentParser(prog="python -m sslkit.detect.launch",
+    parser = argparse.ArgumentParser(prog="python -m sslkit.detection.launch",
                                      description=main.__doc__)  # fmt: skip
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--task", choices=("voc", "coco"), required=True)
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Through the imported module, so spawned workers unpickle sslkit.detect.launch._worker.
-    from sslkit.detect import launch as _module
+    # Through the imported module, so spawned workers unpickle sslkit.detection.launch._worker.
+    from sslkit.detection import launch as _module
 
     sys.exit(_module.main())

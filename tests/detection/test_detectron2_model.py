@@ -26,9 +26,9 @@ def test_exported_weights_fill_the_whole_r50_c4_backbone_and_res5(one_thread, tm
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from sslkit.detect.configs import build_config, write_config
-    from sslkit.detect.convert import export_backbone
-    from sslkit.detect.trainer import load_cfg
+    from sslkit.detection.configs import build_config, write_config
+    from sslkit.detection.convert import export_backbone
+    from sslkit.detection.trainer import load_cfg
 
     torch.manual_seed(0)
     state = {k: v for k, v in torchvision.models.resnet50().state_dict().items()

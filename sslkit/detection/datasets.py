@@ -1,4 +1,4 @@
-"""Where detectron2's built-in VOC and COCO dataset names live under ``--datasets-root``.
+"""Where detectron2's built-in VOC and COCO dataset names live under ``--data-root``.
 
 detectron2 registers ``voc_2007_trainval``, ``coco_2017_train``, ... under
 ``$DETECTRON2_DATASETS/VOC2007``, ``.../coco/train2017``. sslkit also accepts the
@@ -57,7 +57,7 @@ def resolve_datasets(names: list[str], root: str | Path, check: bool) -> dict[st
     """
     root = Path(root).expanduser()
     if check and not root.is_dir():
-        raise BadInput(f"--datasets-root {root} is not a folder: pass the folder holding "
+        raise BadInput(f"--data-root {root} is not a folder: pass the folder holding "
                        "VOC2007/ (or VOCdevkit/) and coco/")  # fmt: skip
     out: dict[str, dict] = {}
     for name in dict.fromkeys(names):

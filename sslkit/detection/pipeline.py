@@ -50,21 +50,21 @@ def earlier_runs(workdir: Path, force: bool) -> list[Path]:
 
 def write_command(command: str, path: Path) -> Path:
     """``command.sh``: the training command, executable."""
-    from sslkit.utils.atomic import atomic_path
+    from sslkit.utils.atomic import atomic_path, make_executable
 
     with atomic_path(path) as tmp:
         tmp.write_text(f"#!/bin/sh\n# Written by sslkit detect: trains and evaluates "
                        f"{CONFIG_FILE} with detectron2.\nset -e\n{command}\n")  # fmt: skip
-        tmp.chmod(0o755)
+        make_executable(tmp)
     return path
 
 
 def prepare(request: DetectRequest) -> dict[str, Any]:
     """Export the weights, write the config and the command; what was written."""
-    from sslkit.detect.configs import build_config, get_key, write_config
-    from sslkit.detect.convert import EXPORTABLE_ARCHS, read_backbone, write_backbone
-    from sslkit.detect.datasets import resolve_datasets
-    from sslkit.detect.launch import launch_command
+    from sslkit.detection.configs import build_config, get_key, write_config
+    from sslkit.detection.convert import EXPORTABLE_ARCHS, read_backbone, write_backbone
+    from sslkit.detection.datasets import resolve_datasets
+    from sslkit.detection.launch import launch_command
 
     workdir = request.workdir
     loaded = read_backbone(request.checkpoint, request.arch)
@@ -78,7 +78,7 @@ def prepare(request: DetectRequest) -> dict[str, Any]:
     exported = write_backbone(loaded, workdir / WEIGHTS_FILE)
     missing = [name for name, spec in datasets.items() if not spec["found"]]
     if missing:
-        notes.append(f"dry run: {', '.join(missing)} not found under --datasets-root here; "
+        notes.append(f"dry run: {', '.join(missing)} not found under --data-root here; "
                      "detectron2's layout (VOC2007/, coco/) is assumed")  # fmt: skip
     header = [f"Written by sslkit detect from {request.config} for --task {request.task}.",
               f"Weights: {exported.path.resolve()} (encoder of {request.checkpoint}, "
@@ -106,7 +106,7 @@ def _where(spec: dict[str, Any]) -> str:
 
 def run_detect(request: DetectRequest) -> dict[str, Any]:
     """Everything ``sslkit detect`` does; the JSON-ready output (runs, mean and std)."""
-    from sslkit.detect.launch import check_gpus, require_detectron2, run_seeds, validate_config
+    from sslkit.detection.launch import check_gpus, require_detectron2, run_seeds, validate_config
 
     if not request.dry_run:
         require_detectron2()

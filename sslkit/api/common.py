@@ -1,0 +1,61 @@
+"""What several API functions share: a checkpoint's features of a data spec, and the frame
+of the evaluations that train (``linear``, ``semisup``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sslkit.errors import BadInput
+
+
+def checkpoint_features(checkpoint: str | Path, data: str, splits: Sequence[str], *,
+                        layer: str = "backbone", arch: str | None = None,
+                        cache_dir: str | Path | None = None, no_cache: bool = False,
+                        batch_size: int = 256, download: bool = False,
+                        skip_bad_images: bool = False, device: Any = "cpu",
+                        normalized: bool = True,
+                        show_progress: bool = False) -> tuple[Any, ...]:  # fmt: skip
+    """The features of ``data``'s ``splits`` under ``checkpoint`` (through the feature
+    cache), then the sources dict: ``(split_1, ..., split_n, sources)``."""
+    from sslkit.features.extract import load_feature_network
+    from sslkit.features.service import split_features
+
+    network = load_feature_network(str(checkpoint), layer, arch)
+    parts, sources = split_features(network, data, tuple(splits), device, cache_dir=cache_dir,
+                                    use_cache=not no_cache, batch_size=batch_size,
+                                    download=download, normalized=normalized,
+                                    skip_bad_images=skip_bad_images,
+                                    show_progress=show_progress)  # fmt: skip
+    return (*parts, sources)
+
+
+def run_evaluation(name: str, workdir: str | Path | None, state_file: str, resume: bool,
+                   force: bool, device: str, run: Callable[[Any, Path | None], dict[str, Any]],
+                   ) -> tuple[dict, bool]:  # fmt: skip
+    """The frame shared by the training evaluations (``linear``, ``semisup``).
+
+    Refuses to overwrite a workdir's state without ``resume``/``force``, joins the process
+    group under torchrun, calls ``run(env, folder) -> dict``, adds the wall time, and on
+    rank 0 writes ``WORKDIR/<name>.json``. Returns the output and whether this process is
+    the main one.
+    """
+    from sslkit import distributed
+    from sslkit.utils.jsonout import write_json
+
+    started = time.perf_counter()
+    folder = Path(workdir) if workdir else None
+    if folder is not None and (folder / state_file).exists() and not (resume or force):
+        raise BadInput(f"{folder} already holds a {name} run: pass --resume to continue it "
+                       "or --force to start over")  # fmt: skip
+    env = distributed.setup(device)
+    try:
+        output = run(env, folder)
+    finally:
+        distributed.teardown()
+    output["seconds"] = round(time.perf_counter() - started, 3)
+    if env.is_main and folder is not None:
+        write_json(output, str(folder / f"{name}.json"))
+    return output, env.is_main
