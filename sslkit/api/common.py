@@ -32,6 +32,36 @@ def checkpoint_features(checkpoint: str | Path, data: str, splits: Sequence[str]
     return (*parts, sources)
 
 
+def baseline_features(checkpoint: str | Path, data: str, splits: Sequence[str], kind: str, *,
+                      arch: str | None = None, cache_dir: str | Path | None = None,
+                      no_cache: bool = False, batch_size: int = 256, download: bool = False,
+                      skip_bad_images: bool = False, device: Any = "cpu",
+                      normalized: bool = True,
+                      show_progress: bool = False) -> tuple[Any, ...]:  # fmt: skip
+    """Like :func:`checkpoint_features`, for a reference of ``checkpoint``'s encoder:
+    ``kind`` is ``raw_pixels`` or ``random_init`` (its architecture untrained)."""
+    from sslkit.features.extract import load_feature_network
+    from sslkit.features.service import baseline_split_features
+
+    trained = load_feature_network(str(checkpoint), "backbone", arch)
+    parts, sources = baseline_split_features(trained, kind, data, tuple(splits), device,
+                                             cache_dir=cache_dir, use_cache=not no_cache,
+                                             batch_size=batch_size, download=download,
+                                             normalized=normalized,
+                                             skip_bad_images=skip_bad_images,
+                                             show_progress=show_progress)  # fmt: skip
+    return (*parts, sources)
+
+
+def check_baselines(by_files: bool, layer: str) -> None:
+    """``--baselines`` embeds the images of a data spec with the checkpoint's backbone."""
+    if by_files:
+        raise BadInput("--baselines embeds the images again (raw pixels, random init): give "
+                       "--checkpoint and --data instead of feature files")  # fmt: skip
+    if layer != "backbone":
+        raise BadInput("--baselines compares backbone features: drop --layer head")
+
+
 def run_evaluation(name: str, workdir: str | Path | None, state_file: str, resume: bool,
                    force: bool, device: str, run: Callable[[Any, Path | None], dict[str, Any]],
                    ) -> tuple[dict, bool]:  # fmt: skip

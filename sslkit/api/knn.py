@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sslkit.api.common import checkpoint_features
+from sslkit.api.common import baseline_features, check_baselines, checkpoint_features
 from sslkit.api.results import KnnResult
 from sslkit.errors import BadInput
 
@@ -26,8 +26,8 @@ def knn(*, train_features: str | Path | None = None, test_features: str | Path |
         temperature: float = 0.07, cache_dir: str | Path | None = None, no_cache: bool = False,
         batch_size: int = 256, download: bool = False, skip_bad_images: bool = False,
         unsupervised_score: bool = False, score_images: int = 10000,
-        score_clusters: int | None = None, seed: int = 0, no_progress: bool = False,
-        device: str = "auto") -> KnnResult:  # fmt: skip
+        score_clusters: int | None = None, seed: int = 0, baselines: bool = False,
+        no_progress: bool = False, device: str = "auto") -> KnnResult:  # fmt: skip
     """Weighted kNN top-1 / top-5 (in %) of the test split against the training split.
 
     Give either ``train_features`` and ``test_features`` files (the bank stays on disk,
@@ -35,8 +35,11 @@ def knn(*, train_features: str | Path | None = None, test_features: str | Path |
     Every query's ``k`` nearest training features (cosine) vote ``exp(s / temperature)``;
     a k above the number of training images votes with all of them (``notes`` says so).
     On a long-tailed training split the many / medium / few-shot top-1 is added;
-    ``unsupervised_score`` adds CLD's label-free NMI x R (checkpoint and data only). Every
-    score is in % (``score_unit``).
+    ``unsupervised_score`` adds CLD's label-free NMI x R (checkpoint and data only).
+    ``baselines`` adds the same protocol on the raw pixels and on the checkpoint's
+    architecture at its random initialisation (``baselines.raw_pixels`` and
+    ``baselines.random_init``, each with the main result's fields; checkpoint and data
+    only). Every score is in % (``score_unit``).
 
     Example::
 
@@ -52,6 +55,8 @@ def knn(*, train_features: str | Path | None = None, test_features: str | Path |
     if unsupervised_score and by_files:
         raise BadInput("--unsupervised-score embeds augmented images: give --checkpoint and "
                        "--data instead of feature files")  # fmt: skip
+    if baselines:
+        check_baselines(by_files, layer)
     torch_device = choose_device(device)
     if by_files:
         if not (train_features and test_features):
@@ -79,6 +84,12 @@ def knn(*, train_features: str | Path | None = None, test_features: str | Path |
                                   seed, batch_size, download, torch_device,
                                   skip_bad_images)  # fmt: skip
             output["unsupervised_score"] = {**score.as_dict(), "seed": seed}
+        if baselines:
+            output["baselines"] = {
+                kind: _baseline(kind, checkpoint, data, arch, k, temperature, cache_dir,
+                                no_cache, batch_size, download, skip_bad_images, torch_device,
+                                not no_progress)
+                for kind in ("raw_pixels", "random_init")}  # fmt: skip
     output["score_unit"] = "percent"
     output["seconds"] = round(time.perf_counter() - started, 3)
     return KnnResult(output)
@@ -108,6 +119,21 @@ def knn_on_features(train, test, k: Sequence[int] = DEFAULT_KS, temperature: flo
     shots = _shot_groups(result, train.labels, test.labels)
     if shots is not None:
         output["shot_groups"] = shots
+    return output
+
+
+def _baseline(kind, checkpoint, data, arch, k, temperature, cache_dir, no_cache, batch_size,
+              download, skip_bad_images, device, show_progress) -> dict[str, Any]:  # fmt: skip
+    """The kNN protocol on a reference's features of both splits (cached, as the encoder's)."""
+    train_set, test_set, sources = baseline_features(
+        checkpoint, data, ("train", "test"), kind, arch=arch, cache_dir=cache_dir,
+        no_cache=no_cache, batch_size=batch_size, download=download,
+        skip_bad_images=skip_bad_images, device=device, show_progress=show_progress)
+    output = knn_on_features(train_set, test_set, k, temperature, device,
+                             cache_files=[sources[s].get("cache_file")
+                                          for s in ("train", "test")])  # fmt: skip
+    output["inputs"] = sources
+    output["score_unit"] = "percent"
     return output
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sslkit.api.common import run_evaluation
+from sslkit.api.common import baseline_features, check_baselines, run_evaluation
 from sslkit.api.results import LinearResult
 from sslkit.errors import BadInput
 
@@ -39,8 +39,8 @@ def linear(*, checkpoint: str | Path | None = None, data: str | None = None,
            arch: str | None = None, workdir: str | Path | None = None, resume: bool = False,
            force: bool = False, seed: int = 0, cache_dir: str | Path | None = None,
            no_cache: bool = False, num_workers: int = 0, download: bool = False,
-           skip_bad_images: bool = False, no_progress: bool = False,
-           device: str = "auto") -> LinearResult:  # fmt: skip
+           skip_bad_images: bool = False, baselines: bool = False,
+           no_progress: bool = False, device: str = "auto") -> LinearResult:  # fmt: skip
     """Train a linear classifier on a frozen encoder; top-1 / top-5 (%) on the test split.
 
     Give ``checkpoint`` and ``data`` (a labelled data spec), or ``train_features`` and
@@ -51,6 +51,9 @@ def linear(*, checkpoint: str | Path | None = None, data: str | None = None,
     (``mode="augment"``, the default with a recipe and a checkpoint) or on cached features
     (``"features"``); ``workdir`` then checkpoints the probe every epoch (``linear.pt``,
     continued by ``resume=True``). ``workdir`` receives ``linear.json`` either way.
+    ``baselines`` adds the same probe on the raw pixels and on the checkpoint's
+    architecture at its random initialisation (``baselines.raw_pixels``,
+    ``baselines.random_init``; cached features only, so not with ``mode="augment"``).
 
     Example::
 
@@ -66,6 +69,8 @@ def linear(*, checkpoint: str | Path | None = None, data: str | None = None,
         raise BadInput("both --train-features and --test-features are needed")
     if not by_files and not (checkpoint and data):
         raise BadInput("both --checkpoint and --data are needed")
+    if baselines:
+        check_baselines(by_files, layer)
     if mode is not None and mode not in MODES:
         raise BadInput(f"unknown mode '{mode}': use augment or features")
     sgd = {"lr": lr, "epochs": epochs, "batch_size": batch_size, "weight_decay": weight_decay,
@@ -82,10 +87,13 @@ def linear(*, checkpoint: str | Path | None = None, data: str | None = None,
             raise BadInput("--costs are the L-BFGS probe's: drop --recipe, or drop --costs")
         chosen = resolve_recipe(recipe, **sgd)
         mode = "features" if by_files else (mode or "augment")
+    if baselines and mode == "augment":
+        raise BadInput("--baselines probes cached features: add --mode features (or drop "
+                       "--recipe for the default probe)")  # fmt: skip
     inputs = {"checkpoint": checkpoint, "data": data, "train": train_features,
               "test": test_features, "layer": layer, "arch": arch, "cache_dir": cache_dir,
               "no_cache": no_cache, "num_workers": num_workers, "download": download,
-              "skip_bad_images": skip_bad_images, "costs": costs,
+              "skip_bad_images": skip_bad_images, "costs": costs, "baselines": baselines,
               "show_progress": not no_progress}  # fmt: skip
     output, main = run_evaluation(
         "linear", workdir, PROBE_CHECKPOINT, resume, force, device,
@@ -154,7 +162,7 @@ def _run(env, recipe, mode: str, inputs: dict[str, Any], folder: Path | None, re
         output = probe_features(train, test, costs=inputs["costs"], seed=seed, device=device,
                                 show_progress=show)  # fmt: skip
         output["inputs"] = sources
-        return output
+        return _with_baselines(output, recipe, inputs, seed, device, show)
     meta = {"format": "sslkit.linear-probe", "recipe": asdict(recipe), "mode": mode,
             "encoder": sources["test"].get("checkpoint_sha256", "")}  # fmt: skip
     resume_state = load_state(folder / PROBE_CHECKPOINT, meta) if resume and folder else None
@@ -166,6 +174,8 @@ def _run(env, recipe, mode: str, inputs: dict[str, Any], folder: Path | None, re
     if mode == "features":
         output = probe_features(train, test, recipe, seed=seed, device=device, resume=resume_state,
                                 on_epoch_end=save, show_progress=show)  # fmt: skip
+        output["inputs"] = sources
+        return _with_baselines(output, recipe, inputs, seed, device, show)
     else:
         num_classes = _num_classes(dataset.labels, test.labels)
         before = frozen_state(backbone)
@@ -176,6 +186,24 @@ def _run(env, recipe, mode: str, inputs: dict[str, Any], folder: Path | None, re
                         device, resume_state, save, show)  # fmt: skip
         check_unchanged(backbone, before)
     output["inputs"] = sources
+    return output
+
+
+def _with_baselines(output: dict[str, Any], recipe, inputs: dict[str, Any], seed: int, device,
+                    show: bool) -> dict[str, Any]:  # fmt: skip
+    """``output`` with the same probe on the raw pixels and the random initialisation."""
+    if not inputs["baselines"]:
+        return output
+    output["baselines"] = {}
+    for kind in ("raw_pixels", "random_init"):
+        train, test, sources = baseline_features(
+            inputs["checkpoint"], inputs["data"], ("train", "test"), kind, arch=inputs["arch"],
+            cache_dir=inputs["cache_dir"], no_cache=inputs["no_cache"],
+            download=inputs["download"], skip_bad_images=inputs["skip_bad_images"],
+            device=device, normalized=False, show_progress=show)
+        reference = probe_features(train, test, recipe, costs=inputs["costs"], seed=seed,
+                                   device=device, show_progress=show)  # fmt: skip
+        output["baselines"][kind] = {**reference, "inputs": sources}
     return output
 
 

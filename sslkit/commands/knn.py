@@ -53,6 +53,9 @@ from sslkit.utils.jsonout import write_json
               help="k of the two views' k-means (default: the dataset's number of classes).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the --unsupervised-score sample and augmentations.")
+@click.option("--baselines", is_flag=True,
+              help="Also score the raw pixels and the same architecture at its random "
+                   "initialisation with the same protocol (needs --checkpoint and --data).")
 @no_progress_option
 @device_option
 @json_option
@@ -70,6 +73,7 @@ def knn(json_path, **options) -> None:
     Examples:
       sslkit knn --train-features train.h5 --test-features test.h5
       sslkit knn --checkpoint runs/moco-digits/checkpoint.pt --data digits --json -
+      sslkit knn --checkpoint runs/hcsc-digits/checkpoint.pt --data digits --baselines
       sslkit knn --checkpoint ckpt.pt --data fashion-mnist --unsupervised-score
       sslkit knn --checkpoint ckpt.pt --data cifar10-lt:/data/cifar --k 200
     """
@@ -82,6 +86,8 @@ def knn(json_path, **options) -> None:
     for note in output["notes"]:
         click.echo(f"note: {note}", err=True)
     _print(output, stderr)
+    if "baselines" in output:
+        _print_baselines(output, stderr)
     if "shot_groups" in output:
         columns, rows = shot_table(output["shot_groups"])
         print_table(f"long tail: many / medium / few-shot top-1 at k={output['shot_groups']['k']}",
@@ -101,3 +107,11 @@ def _print(output: dict, stderr: bool) -> None:
     title = (f"kNN (T={output['temperature']}, {output['train_size']} train / "
              f"{output['test_size']} test) best top-1 {best['top1']:.2f} at k={best['k']}")
     print_table(title + " (scores in %)", ["k", "top-1 %", "top-5 %"], rows, to_stderr=stderr)
+
+
+def _print_baselines(output: dict, stderr: bool) -> None:
+    refs = output["baselines"]
+    rows = [[k, row["top1"], refs["random_init"]["k"][k]["top1"],
+             refs["raw_pixels"]["k"][k]["top1"]] for k, row in output["k"].items()]  # fmt: skip
+    print_table("kNN top-1 % beside the baselines (same protocol)",
+                ["k", "this encoder", "random init", "raw pixels"], rows, to_stderr=stderr)

@@ -62,6 +62,9 @@ from sslkit.utils.jsonout import write_json
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Feature cache folder (default $SSLKIT_CACHE or ~/.cache/sslkit).")
 @click.option("--no-cache", is_flag=True, help="Always re-extract features.")
+@click.option("--baselines", is_flag=True,
+              help="Also probe the raw pixels and the same architecture at its random "
+                   "initialisation the same way (cached features: not with --mode augment).")
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
 @skip_bad_images_option
@@ -84,6 +87,7 @@ def linear(json_path, **options) -> None:
     \b
     Examples:
       sslkit linear --checkpoint runs/hcsc-digits/checkpoint.pt --data digits --json -
+      sslkit linear --checkpoint runs/hcsc-digits/checkpoint.pt --data digits --baselines
       sslkit linear --checkpoint ckpt.pt --data imagefolder:/data/imagenet --recipe pcl \\
           --workdir runs/lincls
     """
@@ -99,6 +103,13 @@ def linear(json_path, **options) -> None:
         _print_sgd(output, stderr)
     else:
         _print_lbfgs(output, stderr)
+    if "baselines" in output:
+        refs = output["baselines"]
+        rows = [[name, output["result"][key], refs["random_init"]["result"][key],
+                 refs["raw_pixels"]["result"][key]]
+                for name, key in (("test top-1 %", "top1"), ("test top-5 %", "top5"))]
+        print_table("linear probe beside the baselines (same protocol)",
+                    ["", "this encoder", "random init", "raw pixels"], rows, to_stderr=stderr)
     shots = output.get("shot_groups")
     if shots is not None:
         columns, rows = shot_table(shots)

@@ -16,6 +16,8 @@ from sslkit.cli import SUBCOMMANDS, cli
 
 #: What every option that several commands take means (the same in each of them).
 MEANINGS: dict[str, str] = {
+    "--baselines": "also run the same protocol on the raw pixels and on the architecture at "
+                   "its random initialisation",
     "--arch": "backbone architecture (pretrain: the one trained; others: when the checkpoint "
               "does not say)",
     "--batch-size": "images per batch (the total over all processes)",

@@ -98,6 +98,35 @@ def split_features(network: FeatureNetwork, spec: str, splits: tuple[str, ...],
     return parts, sources
 
 
+def baseline_split_features(trained: FeatureNetwork, kind: str, spec: str,
+                            splits: tuple[str, ...], device: torch.device, *, cache_dir=None,
+                            use_cache: bool = True, batch_size: int = 256,
+                            download: bool = False, normalized: bool = True,
+                            skip_bad_images: bool = False, show_progress: bool = False,
+                            ) -> tuple[list[FeatureSet], dict[str, Any]]:  # fmt: skip
+    """:func:`split_features` of a reference for ``trained`` (``kind``: ``raw_pixels`` or
+    ``random_init``; see :mod:`sslkit.features.baselines`), on the same images and, for the
+    random initialisation, with the same evaluation view as ``trained``."""
+    from sslkit.errors import BadInput
+    from sslkit.features.baselines import KINDS, RawPixels, random_init_network
+
+    if kind not in KINDS:
+        raise BadInput(f"unknown baseline '{kind}': use {' or '.join(KINDS)}")
+    reference = RawPixels() if kind == "raw_pixels" else random_init_network(trained)
+    parts, sources = [], {}
+    for split in splits:
+        dataset = load_dataset(spec, split, trained, download, skip_bad_images)
+        view = (reference.transform(dataset) if isinstance(reference, RawPixels)
+                else eval_transform_for(trained, dataset))  # fmt: skip
+        features, source = dataset_features(reference, dataset, device, cache_dir=cache_dir,
+                                            use_cache=use_cache, batch_size=batch_size,
+                                            normalized=normalized, show_progress=show_progress,
+                                            transform=view)  # fmt: skip
+        parts.append(features)
+        sources[split] = {**source, "skipped_images": list(dataset.skipped_images)}
+    return parts, sources
+
+
 def dataset_features(network: FeatureNetwork, dataset: ImageDataset, device: torch.device, *,
                      cache_dir=None, use_cache: bool = True, batch_size: int = 256,
                      normalized: bool = True, show_progress: bool = False,
