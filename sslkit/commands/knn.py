@@ -80,7 +80,7 @@ def knn(json_path, **options) -> None:
     \b
     Examples:
       sslkit knn --train-features train.h5 --test-features test.h5
-      sslkit knn --train-features train.npy --train-labels train-labels.npy \
+      sslkit knn --train-features train.npy --train-labels train-labels.npy \\
           --test-features test.npy --test-labels test-labels.npy
       sslkit knn --checkpoint runs/moco-digits/checkpoint.pt --data digits --json -
       sslkit knn --checkpoint runs/hcsc-digits/checkpoint.pt --data digits --baselines

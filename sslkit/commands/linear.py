@@ -96,7 +96,7 @@ def linear(json_path, **options) -> None:
     Examples:
       sslkit linear --checkpoint runs/hcsc-digits/checkpoint.pt --data digits --json -
       sslkit linear --checkpoint runs/hcsc-digits/checkpoint.pt --data digits --baselines
-      sslkit linear --train-features train.npy --train-labels train-labels.npy \
+      sslkit linear --train-features train.npy --train-labels train-labels.npy \\
           --test-features test.npy --test-labels test-labels.npy
       sslkit linear --checkpoint ckpt.pt --data imagefolder:/data/imagenet --recipe pcl \\
           --workdir runs/lincls
