@@ -4,8 +4,8 @@ One vocabulary: an option name means one kind of value in every command that has
 (``--data`` is always a data spec, ``--train-features`` always an HDF5 feature file,
 ``--data-root`` always a folder holding datasets, ...). :data:`MEANINGS` says what each
 shared option means; the tests check that every shared option has one kind of value and a
-meaning here, and that the README's table is :func:`shared_options_table`. Regenerate it
-with ``python -m sslkit.commands.reference``.
+meaning here, and that the table in the documentation (``docs/commands/index.md``) is
+:func:`shared_options_table`. Regenerate it with ``python -m sslkit.commands.reference``.
 """
 
 from __future__ import annotations
