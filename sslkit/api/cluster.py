@@ -16,13 +16,19 @@ if TYPE_CHECKING:
 
 
 def cluster(features: str | Path, clusters: Sequence[int], out: str | Path, *,
-            hierarchical: bool = False, niter: int = 20, nredo: int = 1, seed: int = 0,
+            labels_file: str | Path | None = None, hierarchical: bool = False,
+            niter: int = 20, nredo: int = 1, seed: int = 0,
             spherical: bool = False, no_normalize: bool = False,
             max_train_points: int | None = None, temperature: float = 0.2,
             plot: str | Path | None = None, plot_sample: int = 2000, force: bool = False,
             no_progress: bool = False, device: str = "auto") -> ClusterResult:  # fmt: skip
     """Cluster the rows of the feature file ``features`` into ``clusters`` clusters per level
     and write the clustering to ``out`` (HDF5); AMI, NMI and purity in % when labelled.
+
+    ``features`` is an sslkit feature file, or features of another tool: an HDF5 file with
+    a ``features`` dataset (N x D) and optional ``labels``, or a ``.npy`` array (N x D)
+    whose labels, if any, come from the ``.npy`` file ``labels_file``; ``notes`` says that
+    their provenance is unknown (and, without labels, that no AMI is reported).
 
     ``hierarchical``: each level clusters the previous level's centroids (HCSC; sizes
     bottom-up); otherwise one independent k-means per size. Features are L2-normalised
@@ -47,7 +53,7 @@ def cluster(features: str | Path, clusters: Sequence[int], out: str | Path, *,
     from sslkit.clustering.metrics import cluster_agreement
     from sslkit.clustering.store import write_clusters
     from sslkit.errors import BadInput
-    from sslkit.features.store import open_features
+    from sslkit.features.store import is_foreign, open_any_features, provenance_note
     from sslkit.utils.atomic import sha256_file
     from sslkit.utils.progress import progress
 
@@ -62,7 +68,13 @@ def cluster(features: str | Path, clusters: Sequence[int], out: str | Path, *,
                               use_gpu={"auto": None, "cpu": False, "cuda": True}[device])
     build = hierarchical_kmeans if hierarchical else flat_kmeans
     # the features stay on disk: k-means reads its training sample and assigns block by block
-    with open_features(features_path) as data:
+    with open_any_features(features_path, labels_file) as data:
+        notes = []
+        if is_foreign(data):
+            notes.append(provenance_note(features_path))
+            if not data.attrs["labelled"]:
+                notes.append(f"{features_path} has no labels: no AMI / NMI / purity (give "
+                             "--labels-file FILE.npy to score the clusters)")  # fmt: skip
         points = PointRows(data.features, normalize=not no_normalize)
         with progress(f"k-means of {len(points):,} x {points.dim}", len(ks), unit="levels",
                       enabled=not no_progress) as shown:  # fmt: skip
@@ -97,7 +109,7 @@ def cluster(features: str | Path, clusters: Sequence[int], out: str | Path, *,
               "max_train_points": max_train_points,
               "clustering_seconds": round(clustering_seconds, 3),
               "seconds": round(time.perf_counter() - started, 3),
-              "score_unit": "percent"}  # fmt: skip
+              "score_unit": "percent", "notes": notes}  # fmt: skip
     return ClusterResult(output)
 
 

@@ -62,6 +62,25 @@ def check_baselines(by_files: bool, layer: str) -> None:
         raise BadInput("--baselines compares backbone features: drop --layer head")
 
 
+def need_labels(protocol: str, sets: Sequence[Any], paths: Sequence[str | Path]) -> list[str]:
+    """Refuse a training or test feature set of another tool that has no labels (kNN and
+    linear classification score against them); the notes on the sets' unknown provenance.
+
+    ``sets`` are the training and test ``FeatureSet``s read from ``paths``.
+    """
+    from sslkit.features.store import is_foreign, provenance_note
+
+    notes = []
+    for split, data, path in zip(("train", "test"), sets, paths, strict=True):
+        if not is_foreign(data):
+            continue
+        if not data.attrs["labelled"]:
+            raise BadInput(f"{protocol} needs labels, but {path} has none: give --{split}-labels "
+                           "FILE.npy (one integer per row) or store a 'labels' dataset")
+        notes.append(provenance_note(path))
+    return notes
+
+
 def run_evaluation(name: str, workdir: str | Path | None, state_file: str, resume: bool,
                    force: bool, device: str, run: Callable[[Any, Path | None], dict[str, Any]],
                    ) -> tuple[dict, bool]:  # fmt: skip

@@ -13,7 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sslkit.api.common import baseline_features, check_baselines, checkpoint_features
+from sslkit.api.common import (
+    baseline_features,
+    check_baselines,
+    checkpoint_features,
+    need_labels,
+)
 from sslkit.api.results import KnnResult
 from sslkit.errors import BadInput
 
@@ -21,6 +26,7 @@ DEFAULT_KS = (10, 20, 100, 200)
 
 
 def knn(*, train_features: str | Path | None = None, test_features: str | Path | None = None,
+        train_labels: str | Path | None = None, test_labels: str | Path | None = None,
         checkpoint: str | Path | None = None, data: str | None = None,
         layer: str = "backbone", arch: str | None = None, k: Sequence[int] = DEFAULT_KS,
         temperature: float = 0.07, cache_dir: str | Path | None = None, no_cache: bool = False,
@@ -32,6 +38,10 @@ def knn(*, train_features: str | Path | None = None, test_features: str | Path |
 
     Give either ``train_features`` and ``test_features`` files (the bank stays on disk,
     read block by block), or ``checkpoint`` and ``data`` (both splits embedded and cached).
+    The files are sslkit feature files, or features of another tool: HDF5 files with a
+    ``features`` dataset (and ``labels``), or ``.npy`` arrays whose labels come from the
+    ``.npy`` files ``train_labels`` and ``test_labels``; a note in ``notes`` says their
+    provenance is unknown.
     Every query's ``k`` nearest training features (cosine) vote ``exp(s / temperature)``;
     a k above the number of training images votes with all of them (``notes`` says so).
     On a long-tailed training split the many / medium / few-shot top-1 is added;
@@ -52,6 +62,9 @@ def knn(*, train_features: str | Path | None = None, test_features: str | Path |
     if by_files == (checkpoint is not None or data is not None):
         raise BadInput("give either --train-features and --test-features, or --checkpoint and "
                        "--data")  # fmt: skip
+    if (train_labels is not None or test_labels is not None) and not by_files:
+        raise BadInput("--train-labels and --test-labels label feature files of another tool: "
+                       "give them with --train-features and --test-features")  # fmt: skip
     if unsupervised_score and by_files:
         raise BadInput("--unsupervised-score embeds augmented images: give --checkpoint and "
                        "--data instead of feature files")  # fmt: skip
@@ -61,12 +74,14 @@ def knn(*, train_features: str | Path | None = None, test_features: str | Path |
     if by_files:
         if not (train_features and test_features):
             raise BadInput("both --train-features and --test-features are needed")
-        from sslkit.features.store import open_feature_pair
+        from sslkit.features.store import open_any_feature_pair
 
         # the bank stays on disk and is read block by block (files larger than memory)
-        with open_feature_pair(train_features, test_features) as (train_set, test_set,
-                                                                  sources):  # fmt: skip
+        with open_any_feature_pair(train_features, test_features, train_labels,
+                                   test_labels) as (train_set, test_set, sources):  # fmt: skip
+            notes = need_labels("kNN", (train_set, test_set), (train_features, test_features))
             output = knn_on_features(train_set, test_set, k, temperature, torch_device)
+        output["notes"] = notes + output["notes"]
         output["inputs"] = sources
     else:
         if not (checkpoint and data):

@@ -31,6 +31,7 @@ SGD_OPTIONS = ("lr", "epochs", "batch_size", "weight_decay", "schedule", "milest
 
 def linear(*, checkpoint: str | Path | None = None, data: str | None = None,
            train_features: str | Path | None = None, test_features: str | Path | None = None,
+           train_labels: str | Path | None = None, test_labels: str | Path | None = None,
            recipe: str | None = None, mode: str | None = None,
            costs: Sequence[float] | None = None, lr: float | None = None,
            epochs: int | None = None, batch_size: int | None = None,
@@ -44,7 +45,10 @@ def linear(*, checkpoint: str | Path | None = None, data: str | None = None,
     """Train a linear classifier on a frozen encoder; top-1 / top-5 (%) on the test split.
 
     Give ``checkpoint`` and ``data`` (a labelled data spec), or ``train_features`` and
-    ``test_features`` files. Without ``recipe``: the validated L-BFGS logistic regression on
+    ``test_features`` files: sslkit feature files, or features of another tool (HDF5 files
+    with a ``features`` dataset and ``labels``, or ``.npy`` arrays whose labels come from the
+    ``.npy`` files ``train_labels`` and ``test_labels``; ``notes`` says their provenance is
+    unknown). Without ``recipe``: the validated L-BFGS logistic regression on
     cached features (``costs``: the L2 costs tried, default 1e-3 ... 1e3). With ``recipe``
     (``pcl``, ``mocov2``, ``adco``, ``conic``, ``simsiam-lars``): its SGD schedule, whose
     fields ``lr``, ``epochs``, ... override, on crops and flips through the frozen backbone
@@ -69,6 +73,9 @@ def linear(*, checkpoint: str | Path | None = None, data: str | None = None,
         raise BadInput("both --train-features and --test-features are needed")
     if not by_files and not (checkpoint and data):
         raise BadInput("both --checkpoint and --data are needed")
+    if (train_labels is not None or test_labels is not None) and not by_files:
+        raise BadInput("--train-labels and --test-labels label feature files of another tool: "
+                       "give them with --train-features and --test-features")  # fmt: skip
     if baselines:
         check_baselines(by_files, layer)
     if mode is not None and mode not in MODES:
@@ -91,7 +98,8 @@ def linear(*, checkpoint: str | Path | None = None, data: str | None = None,
         raise BadInput("--baselines probes cached features: add --mode features (or drop "
                        "--recipe for the default probe)")  # fmt: skip
     inputs = {"checkpoint": checkpoint, "data": data, "train": train_features,
-              "test": test_features, "layer": layer, "arch": arch, "cache_dir": cache_dir,
+              "test": test_features, "train_labels": train_labels, "test_labels": test_labels,
+              "layer": layer, "arch": arch, "cache_dir": cache_dir,
               "no_cache": no_cache, "num_workers": num_workers, "download": download,
               "skip_bad_images": skip_bad_images, "costs": costs, "baselines": baselines,
               "show_progress": not no_progress}  # fmt: skip
@@ -150,10 +158,16 @@ def _run(env, recipe, mode: str, inputs: dict[str, Any], folder: Path | None, re
 
     device = env.device
     show = inputs["show_progress"] and env.is_main
+    notes: list[str] = []
     if inputs["train"]:
-        from sslkit.features.store import read_feature_pair
+        from sslkit.api.common import need_labels
+        from sslkit.features.store import read_any_feature_pair
 
-        train, test, sources = read_feature_pair(inputs["train"], inputs["test"])
+        train, test, sources = read_any_feature_pair(inputs["train"], inputs["test"],
+                                                     inputs["train_labels"],
+                                                     inputs["test_labels"])  # fmt: skip
+        notes = need_labels("linear classification", (train, test),
+                            (inputs["train"], inputs["test"]))  # fmt: skip
         backbone = dataset = size = None
     else:
         train, test, sources, backbone, dataset, size = _from_checkpoint(mode, device, inputs,
@@ -161,7 +175,7 @@ def _run(env, recipe, mode: str, inputs: dict[str, Any], folder: Path | None, re
     if recipe is None:
         output = probe_features(train, test, costs=inputs["costs"], seed=seed, device=device,
                                 show_progress=show)  # fmt: skip
-        output["inputs"] = sources
+        output["inputs"], output["notes"] = sources, notes
         return _with_baselines(output, recipe, inputs, seed, device, show)
     meta = {"format": "sslkit.linear-probe", "recipe": asdict(recipe), "mode": mode,
             "encoder": sources["test"].get("checkpoint_sha256", "")}  # fmt: skip
@@ -174,7 +188,7 @@ def _run(env, recipe, mode: str, inputs: dict[str, Any], folder: Path | None, re
     if mode == "features":
         output = probe_features(train, test, recipe, seed=seed, device=device, resume=resume_state,
                                 on_epoch_end=save, show_progress=show)  # fmt: skip
-        output["inputs"] = sources
+        output["inputs"], output["notes"] = sources, notes
         return _with_baselines(output, recipe, inputs, seed, device, show)
     else:
         num_classes = _num_classes(dataset.labels, test.labels)
@@ -185,7 +199,7 @@ def _run(env, recipe, mode: str, inputs: dict[str, Any], folder: Path | None, re
         output = _train(recipe, mode, batches, test.dim, num_classes, dataset, test, seed,
                         device, resume_state, save, show)  # fmt: skip
         check_unchanged(backbone, before)
-    output["inputs"] = sources
+    output["inputs"], output["notes"] = sources, notes
     return output
 
 

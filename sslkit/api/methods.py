@@ -40,3 +40,18 @@ def check(name: str, *, overrides: dict | None = None, processes: int = 1,
     passed = check_method(method_class, overrides=overrides, processes=processes,
                           on_rule=on_rule)  # fmt: skip
     return Result({"method": name, "rules": passed, "processes": processes})
+
+
+def registered_names() -> tuple[list[str], list[str]]:
+    """The names of the registered methods and of the registered add-ons (``--method`` takes
+    ``method`` or ``method+addon``), read from the package metadata: nothing is imported."""
+    from sslkit.methods.registry import ADDON_GROUP, registrations
+
+    return sorted(registrations()), sorted(registrations(ADDON_GROUP))
+
+
+def recipe_names() -> list[str]:
+    """The shipped recipes, as ``--config`` takes them (``moco/digits``, ...)."""
+    from sslkit.config import recipe_names as shipped
+
+    return shipped()

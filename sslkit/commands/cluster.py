@@ -17,8 +17,14 @@ from sslkit.utils.jsonout import write_json
 
 
 @click.command()
-@click.option("--features", type=click.Path(dir_okay=False), required=True, metavar="FILE.h5",
-              help="Feature file from 'sslkit extract'.")
+@click.option("--features", type=click.Path(dir_okay=False), required=True, metavar="FILE",
+              help="Features to cluster: a feature file from 'sslkit extract', another tool's "
+                   "HDF5 file with a 'features' dataset (and optional 'labels'), or a .npy "
+                   "array (N x D).")
+@click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.npy",
+              help="Labels (N integers) of --features from another tool that carry none: "
+                   "AMI / NMI / purity are reported against them (without labels, none are).")
 @click.option("--clusters", default="1000", show_default=True,
               type=CommaList(int, example="3000,2000,1000"),
               help="Numbers of clusters, comma-separated (bottom-up when --hierarchical).")
@@ -61,11 +67,14 @@ def cluster(json_path, **options) -> None:
       sslkit cluster --features train.h5 --clusters 10,100 --out clusters.h5
       sslkit cluster --features train.h5 --clusters 3000,2000,1000 --hierarchical --out h.h5
       sslkit cluster --features train.h5 --clusters 10 --out clusters.h5 --plot clusters.png
+      sslkit cluster --features emb.npy --labels-file labels.npy --clusters 10 --out c.h5
     """
     from sslkit.api.cluster import cluster as run
 
     result = run(**options)
     output = result.to_dict()
+    for note in output["notes"]:
+        click.echo(f"note: {note}", err=True)
     _print(output, any("ami" in row for row in output["levels"]), json_path)
     write_json(output, json_path)
 

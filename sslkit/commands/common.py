@@ -13,7 +13,7 @@ from sslkit.cli import debug_option
 
 __all__ = ["debug_option", "device_option", "json_option", "seed_option", "print_table",
            "skip_bad_images_option", "report_skipped", "shot_table", "CommaList",
-           "no_progress_option", "renamed"]
+           "no_progress_option", "renamed", "complete_method", "complete_recipe"]
 
 device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -119,3 +119,29 @@ def shot_table(groups: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     rows = [["classes", *[cell["classes"] if cell else 0 for cell in cells]],
             ["top-1 %", *[cell["top1"] if cell else "-" for cell in cells]]]  # fmt: skip
     return columns, rows
+
+
+def complete_method(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """Shell completion of ``--method``: the installed methods, and after ``METHOD+`` the
+    add-ons."""
+    from click.shell_completion import CompletionItem
+
+    from sslkit.api.methods import registered_names
+
+    methods, addons = registered_names()
+    if "+" in incomplete:
+        host = incomplete.rpartition("+")[0]
+        names = [f"{host}+{addon}" for addon in addons]
+    else:
+        names = methods
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+
+
+def complete_recipe(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """Shell completion of ``--config``: the shipped recipes, else file names."""
+    from click.shell_completion import CompletionItem
+
+    from sslkit.api.methods import recipe_names
+
+    names = [name for name in recipe_names() if name.startswith(incomplete)]
+    return [CompletionItem(name) for name in names] or [CompletionItem(incomplete, type="file")]

@@ -21,9 +21,17 @@ from sslkit.utils.jsonout import write_json
 
 @click.command()
 @click.option("--train-features", type=click.Path(dir_okay=False), default=None,
-              metavar="FILE.h5", help="Feature file of the bank (training split).")
+              metavar="FILE", help="Features of the bank (training split): an sslkit feature "
+                                   "file, another tool's HDF5 file with a 'features' dataset "
+                                   "(and 'labels'), or a .npy array (N x D).")
 @click.option("--test-features", type=click.Path(dir_okay=False), default=None,
-              metavar="FILE.h5", help="Feature file of the queries (test split).")
+              metavar="FILE", help="Features of the queries (test split), in the same forms.")
+@click.option("--train-labels", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.npy", help="Labels (N integers) of --train-features from another "
+                                       "tool that carry none, e.g. a .npy array.")
+@click.option("--test-labels", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.npy", help="Labels (N integers) of --test-features from another tool "
+                                       "that carry none.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Instead of feature files: a checkpoint ...")
 @click.option("--data", default=None, metavar="SPEC",
@@ -72,6 +80,8 @@ def knn(json_path, **options) -> None:
     \b
     Examples:
       sslkit knn --train-features train.h5 --test-features test.h5
+      sslkit knn --train-features train.npy --train-labels train-labels.npy \\
+          --test-features test.npy --test-labels test-labels.npy
       sslkit knn --checkpoint runs/moco-digits/checkpoint.pt --data digits --json -
       sslkit knn --checkpoint runs/hcsc-digits/checkpoint.pt --data digits --baselines
       sslkit knn --checkpoint ckpt.pt --data fashion-mnist --unsupervised-score

@@ -26,9 +26,17 @@ from sslkit.utils.jsonout import write_json
               help="Labelled data spec: trains on its train split, tests on its test split "
                    "(e.g. cifar10-lt:ROOT or digits~lt10 for a long-tailed train split).")
 @click.option("--train-features", type=click.Path(dir_okay=False), default=None,
-              metavar="FILE.h5", help="Instead of --checkpoint/--data: a training feature file.")
+              metavar="FILE", help="Instead of --checkpoint/--data: training features (an "
+                                   "sslkit feature file, another tool's HDF5 file with a "
+                                   "'features' dataset and 'labels', or a .npy array) ...")
 @click.option("--test-features", type=click.Path(dir_okay=False), default=None,
-              metavar="FILE.h5", help="... and a test feature file.")
+              metavar="FILE", help="... and test features, in the same forms.")
+@click.option("--train-labels", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.npy", help="Labels (N integers) of --train-features from another "
+                                       "tool that carry none, e.g. a .npy array.")
+@click.option("--test-labels", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.npy", help="Labels (N integers) of --test-features from another tool "
+                                       "that carry none.")
 @click.option("--recipe", default=None,
               help="An SGD schedule of the papers: pcl (lr 5, x0.1 at 60/80), mocov2 (lr 30), "
                    "adco (lr 10, cosine), conic (lr 75, cosine), simsiam-lars (LARS lr 1.6, "
@@ -88,6 +96,8 @@ def linear(json_path, **options) -> None:
     Examples:
       sslkit linear --checkpoint runs/hcsc-digits/checkpoint.pt --data digits --json -
       sslkit linear --checkpoint runs/hcsc-digits/checkpoint.pt --data digits --baselines
+      sslkit linear --train-features train.npy --train-labels train-labels.npy \\
+          --test-features test.npy --test-labels test-labels.npy
       sslkit linear --checkpoint ckpt.pt --data imagefolder:/data/imagenet --recipe pcl \\
           --workdir runs/lincls
     """
@@ -99,6 +109,8 @@ def linear(json_path, **options) -> None:
     output, stderr = result.to_dict(), json_path == "-"
     for source in output["inputs"].values():
         report_skipped(source.get("skipped_images", []))
+    for note in output["notes"]:
+        click.echo(f"note: {note}", err=True)
     if output["protocol"] == "sgd":
         _print_sgd(output, stderr)
     else:

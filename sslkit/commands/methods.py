@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from sslkit.commands.common import debug_option, json_option, print_table
+from sslkit.commands.common import complete_method, debug_option, json_option, print_table
 from sslkit.utils.jsonout import write_json
 
 
 @click.command()
-@click.option("--show", "show", default=None, metavar="NAME",
+@click.option("--show", "show", default=None, metavar="NAME", shell_complete=complete_method,
               help="Also list the hyper-parameters of method NAME.")  # fmt: skip
-@click.option("--check", "check", default=None, metavar="NAME",
+@click.option("--check", "check", default=None, metavar="NAME", shell_complete=complete_method,
               help="Check that method NAME keeps the plugin contract on tiny synthetic data "
                    "(seconds); exit 1 naming the rule it breaks.")  # fmt: skip
 @click.option("--processes", type=click.IntRange(1, 8), default=1, show_default=True,

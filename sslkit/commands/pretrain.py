@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from sslkit.commands.common import (
+    complete_method,
+    complete_recipe,
     debug_option,
     device_option,
     json_option,
@@ -17,11 +19,12 @@ from sslkit.utils.jsonout import write_json
 
 
 @click.command()
-@click.option("--method", "method_name", required=True, help="Method name (see 'sslkit methods').")
+@click.option("--method", "method_name", required=True, shell_complete=complete_method,
+              help="Method name (see 'sslkit methods').")
 @click.option("--data", default=None, metavar="SPEC",
               help="Training data: digits (default), fashion-mnist[:ROOT], imagefolder:PATH, "
                    "cifar10:ROOT, cifar100:ROOT, stl10:ROOT; add @N for a balanced subset.")
-@click.option("--config", default=None, metavar="NAME|FILE",
+@click.option("--config", default=None, metavar="NAME|FILE", shell_complete=complete_recipe,
               help="YAML recipe (a path, or a shipped name like moco/fashion-mnist). "
                    "Default: the shipped recipe for the method and dataset, if any.")
 @click.option("--arch", default=None, help="Backbone, e.g. resnet18, resnet18-small, resnet50.")

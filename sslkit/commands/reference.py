@@ -4,8 +4,8 @@ One vocabulary: an option name means one kind of value in every command that has
 (``--data`` is always a data spec, ``--train-features`` always an HDF5 feature file,
 ``--data-root`` always a folder holding datasets, ...). :data:`MEANINGS` says what each
 shared option means; the tests check that every shared option has one kind of value and a
-meaning here, and that the README's table is :func:`shared_options_table`. Regenerate it
-with ``python -m sslkit.commands.reference``.
+meaning here, and that the table in the documentation (``docs/commands/index.md``) is
+:func:`shared_options_table`. Regenerate it with ``python -m sslkit.commands.reference``.
 """
 
 from __future__ import annotations
@@ -50,8 +50,14 @@ MEANINGS: dict[str, str] = {
     "--skip-bad-images": "leave out image files that do not decode, and count them",
     "--task": "which protocol of the command",
     "--temperature": "a softmax temperature",
-    "--test-features": "an HDF5 feature file of the test split (from `sslkit extract`)",
-    "--train-features": "an HDF5 feature file of the training split (from `sslkit extract`)",
+    "--test-features": "features of the test split: an sslkit feature file, another tool's "
+                       "HDF5 file (`features`, `labels`) or a `.npy` array",
+    "--test-labels": "labels (a `.npy` array of N integers) of `--test-features` that carry "
+                     "none",
+    "--train-features": "features of the training split: an sslkit feature file, another "
+                        "tool's HDF5 file (`features`, `labels`) or a `.npy` array",
+    "--train-labels": "labels (a `.npy` array of N integers) of `--train-features` that carry "
+                      "none",
     "--weight-decay": "weight decay of the recipe's optimiser",
     "--workdir": "the run's folder: checkpoints, metrics and results",
 }

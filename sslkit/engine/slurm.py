@@ -102,7 +102,7 @@ def submit_pretrain(params: dict[str, Any], resources: JobResources, cluster: st
         import submitit
     except ImportError as exc:
         raise BadInput("--launcher needs submitit: pip install 'sslkit[slurm]' "
-                       "(or launch with srun + torchrun, see the README)") from exc
+                       "(or launch with srun + torchrun, see docs/distributed.md)") from exc
     try:
         executor = submitit.AutoExecutor(folder=workdir / LOG_FOLDER, cluster=cluster)
     except RuntimeError as exc:  # submitit: 'Could not detect "srun"'

@@ -17,8 +17,8 @@ as on SimSiam (:mod:`sslkit.methods.simsiam`); with multi-crop the loss is twice
 over the directed crop pairs (= the paper's sum for two views), and the local crops take
 view 1's photometric settings.
 
-BYOL is not one of the seed specifications; it follows the BYOL paper (and CLD, which uses
-it as a base).
+BYOL follows the BYOL paper (and CLD, which uses it as a base): there is no other method
+of sslkit's sources behind it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ selection). It follows the paper and the authors' released code.
 Differences from the authors' code, all on purpose:
 
 * negative prototypes are every id except the batch positives (their code drops the
-  highest id, quirk 1);
+  highest assigned id);
 * instance selection keeps, per level, a table of every queue entry's keep probability
   for every prototype (int16, in units of 1/32768), updated when entries are enqueued and
   rebuilt when the clustering changes; a step gathers its positives' rows instead of
@@ -18,8 +18,10 @@ Differences from the authors' code, all on purpose:
   Both give the same keep probabilities as the direct softmax (tests check it);
 * the Bernoulli draws use 15-bit uniforms, so keep probabilities are resolved to 1/32768
   (their code: float uniforms; HCSC clamps keep probabilities to 0.999 anyway);
-* no Python sets or loops over samples; errors are not swallowed (quirk 7);
-* ``mask_mode`` and ``instance_level_reduction`` expose quirks 2 and 3 (defaults = code).
+* no Python sets or loops over samples; errors are not swallowed;
+* ``mask_mode`` (a de-selected negative as a logit of 0, or left out of the softmax) and
+  ``instance_level_reduction`` (the instance term summed or averaged over the levels)
+  expose two choices of their code as options (defaults = code).
 """
 
 from __future__ import annotations

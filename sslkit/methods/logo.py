@@ -11,7 +11,7 @@ score of its own two local crops. It follows the paper and the official MoCo-LoG
 
 Per step, with ``z1, z2`` the normalised local embeddings and ``rev`` the batch reversed:
 
-* **A, regressor step** (§4.2 A): noisy positive pairs ``[z1 + e_a, z2 + e_b]``,
+* **A, regressor step**: noisy positive pairs ``[z1 + e_a, z2 + e_b]``,
   ``[z2 + e_a, z1 + e_b]`` (``e ~ N(0, (0.3/sqrt(d))^2)``) and negative pairs
   ``[z1, rev(z2)]``, ``[z2, rev(z1)]``, all detached;
   ``L_w = mean[1/2 sp(-f(P12)) + 1/2 sp(-f(P21)) + 1/2 sp(f(N12)) + 1/2 sp(f(N21))]``
@@ -23,17 +23,18 @@ Per step, with ``z1, z2`` the normalised local embeddings and ``rev`` the batch 
 extra step of a second SGD optimiser over the host's parameters with the L2L gradient
 clipped to ``clip_ratio x`` the main step's previous gradient norm (0 at each epoch's
 first step), before the host's main step (C) — in :meth:`LoGo.inner_step`, on its own
-forward of the local crops. ``mode: joint`` (SimSiam-LoGo, §4.3) trains the regressor
-on the main forward's local embeddings and adds ``weight x L_L2L`` to the host's loss
-(lambda = 1e-4 in the paper's summary).
+forward of the local crops. ``mode: joint`` (SimSiam-LoGo, by analogy: no official code)
+trains the regressor on the main forward's local embeddings and adds ``weight x L_L2L`` to
+the host's loss (lambda = 1e-4 in the paper's summary).
 
 Differences from the official code, on purpose: the regressor is shared by all
-processes (its gradients are averaged; the code trains one copy per GPU, quirk 3); the
+processes (its gradients are averaged; the code trains one copy per GPU); the
 L2L gradients are averaged across processes before clipping (DDP does that in the code);
-local crops default to scale [0.08, r_l] (the code's 0.05, quirk 5); the colour pipeline
-runs once (quirk 4). Kept as the code does, with switches: two momentum updates of a
-momentum host per step (``momentum_updates``: 2, quirk 1) and a second optimiser stepping
-the encoder (its own momentum, weight decay applied twice; quirk 2). The main step's
+local crops default to scale [0.08, r_l] as the paper says (the code's lower bound is
+0.05); the colour pipeline runs once (the code colour-augments CIFAR crops twice). Kept as
+the code does, with switches: two momentum updates of a momentum host per step
+(``momentum_updates``: 2, one in each of the code's two forwards) and a second optimiser
+stepping the encoder (its own momentum, weight decay applied twice). The main step's
 gradient is not clipped at 100 (the code's clip, never active). ``l2l: false`` is the
 paper's "w/o L2L" ablation (multi-crop only); the host's ``crop_pairs: all`` is the
 SwAV-style multi-crop baseline.
@@ -193,7 +194,7 @@ class LoGo(AddOn):
             return {}
         optimizer = self._l2l_optimizer(host)
         if self.config.momentum_updates == 2:
-            host.update_target(ctx)  # the official code's extra update (quirk 1)
+            host.update_target(ctx)  # the official code's extra update (in its L2L forward)
         first, second = batch.views[-host.local_views():][:2]
         z1, z2 = F.normalize(host.embed(first), dim=1), F.normalize(host.embed(second), dim=1)
         regressor = self.train_regressor(z1, z2, ctx)

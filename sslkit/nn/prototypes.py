@@ -16,8 +16,8 @@ from sslkit.nn.losses import first_is_target_loss, mask_negatives
 def negative_prototype_ids(positives: torch.Tensor, num_prototypes: int) -> torch.Tensor:
     """Every prototype id in ``0..k-1`` that is not the positive of any query of the batch.
 
-    (The authors' code uses ``range(max(assignment))``, dropping the highest id; see
-    HCSC/PCL quirk 1. This is the corrected range.)
+    (The authors' code of PCL, and HCSC's, uses ``range(max(assignment))``, which never
+    offers the highest assigned id as a negative. This is the corrected range.)
     """
     is_negative = torch.ones(num_prototypes, dtype=torch.bool, device=positives.device)
     is_negative[positives] = False

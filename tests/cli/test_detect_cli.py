@@ -17,7 +17,7 @@ from tests.conftest import run_cli
 from tests.transfer_data import write_voc2007
 
 NO_DETECTRON2 = "detectron2 is not installed (no registry has it: .ci/run installs the " \
-    "shared wheel, or build it as the README says)"  # fmt: skip
+    "shared wheel, or build it as docs/detection.md says)"  # fmt: skip
 requires_detectron2 = pytest.mark.skipif(importlib.util.find_spec("detectron2") is None,
                                          reason=NO_DETECTRON2)  # fmt: skip
 

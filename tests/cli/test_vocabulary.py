@@ -1,4 +1,4 @@
-"""One command line: one vocabulary (and the README's table of it), the old spellings kept
+"""One command line: one vocabulary (and the documentation's table of it), the old spellings kept
 for a release, scores in % in their natural order, kNN's capped k, progress in logs."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 from sslkit.commands.reference import MEANINGS, shared_options, shared_options_table
 from tests.conftest import run_cli
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+#: the documentation page holding the generated table of shared options
+TABLE_PAGE = Path(__file__).resolve().parents[2] / "docs" / "commands" / "index.md"
 
 
 def test_every_shared_option_means_one_kind_of_value() -> None:
@@ -21,12 +22,12 @@ def test_every_shared_option_means_one_kind_of_value() -> None:
         assert flag in MEANINGS, f"{flag} is shared: say what it means in MEANINGS"
 
 
-def test_the_readme_table_is_generated_from_the_code() -> None:
-    text = README.read_text()
+def test_the_documented_table_is_generated_from_the_code() -> None:
+    text = TABLE_PAGE.read_text()
     start = text.index("<!-- shared-options:start -->\n") + len("<!-- shared-options:start -->\n")
     end = text.index("<!-- shared-options:end -->")
     assert text[start:end] == shared_options_table(), \
-        "README's table is stale: paste `python -m sslkit.commands.reference`"
+        f"{TABLE_PAGE}'s table is stale: paste `python -m sslkit.commands.reference`"
 
 
 @pytest.fixture(scope="module")

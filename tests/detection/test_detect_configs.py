@@ -188,7 +188,7 @@ def test_dataset_folders_in_both_layouts(tmp_path):
 @pytest.mark.detectron2
 @pytest.mark.skipif(importlib.util.find_spec("detectron2") is None,
                     reason="detectron2 is not installed (no registry has it: .ci/run installs the "
-                           "shared wheel, or build it as the README says)")
+                           "shared wheel, or build it as docs/detection.md says)")
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_detectron2_accepts_every_written_config(name, tmp_path):
     """detectron2's own config loader takes each written config (no unknown keys or types)."""

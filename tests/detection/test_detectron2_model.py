@@ -13,7 +13,7 @@ pytestmark = [
     pytest.mark.detectron2,
     pytest.mark.skipif(importlib.util.find_spec("detectron2") is None,
                        reason="detectron2 is not installed (no registry has it: .ci/run "
-                              "installs the shared wheel, or build it as the README says)"),
+                              "installs the shared wheel, or build it as docs/detection.md says)"),
 ]  # fmt: skip
 
 

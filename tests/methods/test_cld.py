@@ -1,4 +1,4 @@
-"""CLD as an add-on: in-batch k-means and the loss by hand, the spec's invariants, composition."""
+"""CLD as an add-on: in-batch k-means and the loss by hand, the paper's invariants, composition."""
 
 from __future__ import annotations
 

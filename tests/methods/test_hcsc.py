@@ -1,4 +1,4 @@
-"""HCSC on a tiny batch: warm-up = MoCo, selective losses vs the spec, cache, state, config."""
+"""HCSC on a tiny batch: warm-up = MoCo, selective losses computed by hand, cache, state, config."""
 
 from __future__ import annotations
 

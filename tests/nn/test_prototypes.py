@@ -89,7 +89,8 @@ def test_prototype_loss_gradient_reaches_query_only():
 
 
 def test_negative_ids_exclude_batch_positives_and_keep_the_highest():
-    """Negatives = all ids except any batch positive, including k-1 (quirk 1 fixed)."""
+    """Negatives = all ids except any batch positive, including k-1 (the authors' code drops
+    the highest)."""
     assert negative_prototype_ids(torch.tensor([0, 3, 3, 9]), 10).tolist() == [1, 2, 4, 5, 6, 7, 8]
     assert negative_prototype_ids(torch.tensor([4, 1]), 10).tolist()[-1] == 9
     gen = torch.Generator().manual_seed(3)
@@ -170,7 +171,7 @@ def test_prototype_keep_probability_equals_direct(k_low, k_up, b):
     soft = torch.softmax(lower @ upper.t() / phi_up, dim=1)
     expected = (1 - soft[negatives][:, parents[positives]].t()).clamp(1e-4, 0.999)
     assert torch.allclose(keep, expected, atol=1e-12)
-    for i in range(b):  # entry by entry, as the spec states it
+    for i in range(b):  # entry by entry, as the method defines it
         for j, n in enumerate(negatives.tolist()):
             direct = 1 - soft[n, parents[positives[i]]]
             assert keep[i, j] == pytest.approx(float(direct.clamp(1e-4, 0.999)), abs=1e-12)
