@@ -16,14 +16,16 @@ def checkpoint_features(checkpoint: str | Path, data: str, splits: Sequence[str]
                         cache_dir: str | Path | None = None, no_cache: bool = False,
                         batch_size: int = 256, download: bool = False,
                         skip_bad_images: bool = False, device: Any = "cpu",
-                        normalized: bool = True,
-                        show_progress: bool = False) -> tuple[Any, ...]:  # fmt: skip
+                        normalized: bool = True, show_progress: bool = False,
+                        encoder: str = "online",
+                        recompute_bn: int = 0) -> tuple[Any, ...]:  # fmt: skip
     """The features of ``data``'s ``splits`` under ``checkpoint`` (through the feature
-    cache), then the sources dict: ``(split_1, ..., split_n, sources)``."""
+    cache), then the sources dict: ``(split_1, ..., split_n, sources)``. ``encoder`` and
+    ``recompute_bn``: see :func:`sslkit.features.extract.load_feature_network`."""
     from sslkit.features.extract import load_feature_network
     from sslkit.features.service import split_features
 
-    network = load_feature_network(str(checkpoint), layer, arch)
+    network = load_feature_network(str(checkpoint), layer, arch, encoder, recompute_bn, data)
     parts, sources = split_features(network, data, tuple(splits), device, cache_dir=cache_dir,
                                     use_cache=not no_cache, batch_size=batch_size,
                                     download=download, normalized=normalized,
@@ -36,14 +38,16 @@ def baseline_features(checkpoint: str | Path, data: str, splits: Sequence[str], 
                       arch: str | None = None, cache_dir: str | Path | None = None,
                       no_cache: bool = False, batch_size: int = 256, download: bool = False,
                       skip_bad_images: bool = False, device: Any = "cpu",
-                      normalized: bool = True,
-                      show_progress: bool = False) -> tuple[Any, ...]:  # fmt: skip
+                      normalized: bool = True, show_progress: bool = False,
+                      recompute_bn: int = 0) -> tuple[Any, ...]:  # fmt: skip
     """Like :func:`checkpoint_features`, for a reference of ``checkpoint``'s encoder:
-    ``kind`` is ``raw_pixels`` or ``random_init`` (its architecture untrained)."""
+    ``kind`` is ``raw_pixels`` or ``random_init`` (its architecture untrained, its
+    BatchNorm statistics recomputed on ``recompute_bn`` images as the encoder's are)."""
     from sslkit.features.extract import load_feature_network
     from sslkit.features.service import baseline_split_features
 
-    trained = load_feature_network(str(checkpoint), "backbone", arch)
+    trained = load_feature_network(str(checkpoint), "backbone", arch, "online", recompute_bn,
+                                   data)  # fmt: skip
     parts, sources = baseline_split_features(trained, kind, data, tuple(splits), device,
                                              cache_dir=cache_dir, use_cache=not no_cache,
                                              batch_size=batch_size, download=download,
@@ -79,6 +83,13 @@ def need_labels(protocol: str, sets: Sequence[Any], paths: Sequence[str | Path])
                            "FILE.npy (one integer per row) or store a 'labels' dataset")
         notes.append(provenance_note(path))
     return notes
+
+
+def check_encoder_choice(by_files: bool, encoder: str, recompute_bn: int) -> None:
+    """``--encoder`` and ``--recompute-bn`` choose how images are embedded: not for files."""
+    if by_files and (encoder != "online" or recompute_bn):
+        raise BadInput("--encoder and --recompute-bn choose how a checkpoint embeds images: "
+                       "give --checkpoint and --data instead of feature files")  # fmt: skip
 
 
 def run_evaluation(name: str, workdir: str | Path | None, state_file: str, resume: bool,

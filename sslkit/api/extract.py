@@ -11,14 +11,17 @@ from sslkit.errors import BadInput
 def extract(checkpoint: str | Path, data: str, out: str | Path, *, split: str = "train",
             layer: str = "backbone", arch: str | None = None, batch_size: int = 256,
             num_workers: int = 0, half: bool = False, force: bool = False,
-            download: bool = False, skip_bad_images: bool = False, no_progress: bool = False,
+            download: bool = False, skip_bad_images: bool = False, encoder: str = "online",
+            recompute_bn: int = 0, no_progress: bool = False,
             device: str = "auto") -> ExtractResult:  # fmt: skip
     """Write the features of ``data``'s ``split`` under ``checkpoint`` to ``out`` (HDF5).
 
     ``layer`` is ``backbone`` (the pooled backbone feature) or ``head`` (the method's
     embedding). Features stream to the file batch by batch; under ``torchrun`` every
     process embeds its share and rank 0 assembles the file in dataset order. An existing
-    ``out`` is replaced only with ``force=True``.
+    ``out`` is replaced only with ``force=True``. ``encoder="momentum"`` embeds with the
+    momentum encoder's backbone; ``recompute_bn=N`` first recomputes the BatchNorm
+    statistics on N clean training images of ``data`` (both recorded in the file).
 
     Example::
 
@@ -33,7 +36,7 @@ def extract(checkpoint: str | Path, data: str, out: str | Path, *, split: str = 
     out = Path(out)
     if out.exists() and not force:
         raise BadInput(f"{out} exists: pass --force to overwrite it")
-    network = load_feature_network(str(checkpoint), layer, arch)
+    network = load_feature_network(str(checkpoint), layer, arch, encoder, recompute_bn, data)
     dataset = load_dataset(data, split, network, download, skip_bad_images)
     env = distributed.setup(device)
     share = -(-len(dataset) // env.world_size)  # the images of one process, about

@@ -16,6 +16,7 @@ from typing import Any
 from sslkit.api.common import (
     baseline_features,
     check_baselines,
+    check_encoder_choice,
     checkpoint_features,
     need_labels,
 )
@@ -33,7 +34,8 @@ def knn(*, train_features: str | Path | None = None, test_features: str | Path |
         batch_size: int = 256, download: bool = False, skip_bad_images: bool = False,
         unsupervised_score: bool = False, score_images: int = 10000,
         score_clusters: int | None = None, seed: int = 0, baselines: bool = False,
-        no_progress: bool = False, device: str = "auto") -> KnnResult:  # fmt: skip
+        encoder: str = "online", recompute_bn: int = 0, no_progress: bool = False,
+        device: str = "auto") -> KnnResult:  # fmt: skip
     """Weighted kNN top-1 / top-5 (in %) of the test split against the training split.
 
     Give either ``train_features`` and ``test_features`` files (the bank stays on disk,
@@ -49,7 +51,10 @@ def knn(*, train_features: str | Path | None = None, test_features: str | Path |
     ``baselines`` adds the same protocol on the raw pixels and on the checkpoint's
     architecture at its random initialisation (``baselines.raw_pixels`` and
     ``baselines.random_init``, each with the main result's fields; checkpoint and data
-    only). Every score is in % (``score_unit``).
+    only). ``encoder="momentum"`` scores the momentum encoder's backbone; ``recompute_bn=N``
+    recomputes the BatchNorm statistics on N clean training images first (both for
+    checkpoint and data; the defaults are the papers' protocol). Every score is in %
+    (``score_unit``).
 
     Example::
 
@@ -68,6 +73,7 @@ def knn(*, train_features: str | Path | None = None, test_features: str | Path |
     if unsupervised_score and by_files:
         raise BadInput("--unsupervised-score embeds augmented images: give --checkpoint and "
                        "--data instead of feature files")  # fmt: skip
+    check_encoder_choice(by_files, encoder, recompute_bn)
     if baselines:
         check_baselines(by_files, layer)
     torch_device = choose_device(device)
@@ -89,7 +95,8 @@ def knn(*, train_features: str | Path | None = None, test_features: str | Path |
         train_set, test_set, sources = checkpoint_features(
             checkpoint, data, ("train", "test"), layer=layer, arch=arch, cache_dir=cache_dir,
             no_cache=no_cache, batch_size=batch_size, download=download,
-            skip_bad_images=skip_bad_images, device=torch_device, show_progress=not no_progress)
+            skip_bad_images=skip_bad_images, device=torch_device, show_progress=not no_progress,
+            encoder=encoder, recompute_bn=recompute_bn)
         output = knn_on_features(train_set, test_set, k, temperature, torch_device,
                                  cache_files=[sources[s].get("cache_file")
                                               for s in ("train", "test")])  # fmt: skip
@@ -103,7 +110,7 @@ def knn(*, train_features: str | Path | None = None, test_features: str | Path |
             output["baselines"] = {
                 kind: _baseline(kind, checkpoint, data, arch, k, temperature, cache_dir,
                                 no_cache, batch_size, download, skip_bad_images, torch_device,
-                                not no_progress)
+                                not no_progress, recompute_bn)
                 for kind in ("raw_pixels", "random_init")}  # fmt: skip
     output["score_unit"] = "percent"
     output["seconds"] = round(time.perf_counter() - started, 3)
@@ -138,12 +145,14 @@ def knn_on_features(train, test, k: Sequence[int] = DEFAULT_KS, temperature: flo
 
 
 def _baseline(kind, checkpoint, data, arch, k, temperature, cache_dir, no_cache, batch_size,
-              download, skip_bad_images, device, show_progress) -> dict[str, Any]:  # fmt: skip
+              download, skip_bad_images, device, show_progress,
+              recompute_bn) -> dict[str, Any]:  # fmt: skip
     """The kNN protocol on a reference's features of both splits (cached, as the encoder's)."""
     train_set, test_set, sources = baseline_features(
         checkpoint, data, ("train", "test"), kind, arch=arch, cache_dir=cache_dir,
         no_cache=no_cache, batch_size=batch_size, download=download,
-        skip_bad_images=skip_bad_images, device=device, show_progress=show_progress)
+        skip_bad_images=skip_bad_images, device=device, show_progress=show_progress,
+        recompute_bn=recompute_bn)
     output = knn_on_features(train_set, test_set, k, temperature, device,
                              cache_files=[sources[s].get("cache_file")
                                           for s in ("train", "test")])  # fmt: skip

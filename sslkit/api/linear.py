@@ -17,7 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sslkit.api.common import baseline_features, check_baselines, run_evaluation
+from sslkit.api.common import (
+    baseline_features,
+    check_baselines,
+    check_encoder_choice,
+    run_evaluation,
+)
 from sslkit.api.results import LinearResult
 from sslkit.errors import BadInput
 
@@ -40,8 +45,9 @@ def linear(*, checkpoint: str | Path | None = None, data: str | None = None,
            arch: str | None = None, workdir: str | Path | None = None, resume: bool = False,
            force: bool = False, seed: int = 0, cache_dir: str | Path | None = None,
            no_cache: bool = False, num_workers: int = 0, download: bool = False,
-           skip_bad_images: bool = False, baselines: bool = False,
-           no_progress: bool = False, device: str = "auto") -> LinearResult:  # fmt: skip
+           skip_bad_images: bool = False, baselines: bool = False, encoder: str = "online",
+           recompute_bn: int = 0, no_progress: bool = False,
+           device: str = "auto") -> LinearResult:  # fmt: skip
     """Train a linear classifier on a frozen encoder; top-1 / top-5 (%) on the test split.
 
     Give ``checkpoint`` and ``data`` (a labelled data spec), or ``train_features`` and
@@ -58,6 +64,8 @@ def linear(*, checkpoint: str | Path | None = None, data: str | None = None,
     ``baselines`` adds the same probe on the raw pixels and on the checkpoint's
     architecture at its random initialisation (``baselines.raw_pixels``,
     ``baselines.random_init``; cached features only, so not with ``mode="augment"``).
+    ``encoder`` and ``recompute_bn``: which backbone embeds the images, and BatchNorm
+    statistics recomputed on clean training images (see :func:`sslkit.knn`).
 
     Example::
 
@@ -76,6 +84,7 @@ def linear(*, checkpoint: str | Path | None = None, data: str | None = None,
     if (train_labels is not None or test_labels is not None) and not by_files:
         raise BadInput("--train-labels and --test-labels label feature files of another tool: "
                        "give them with --train-features and --test-features")  # fmt: skip
+    check_encoder_choice(by_files, encoder, recompute_bn)
     if baselines:
         check_baselines(by_files, layer)
     if mode is not None and mode not in MODES:
@@ -102,6 +111,7 @@ def linear(*, checkpoint: str | Path | None = None, data: str | None = None,
               "layer": layer, "arch": arch, "cache_dir": cache_dir,
               "no_cache": no_cache, "num_workers": num_workers, "download": download,
               "skip_bad_images": skip_bad_images, "costs": costs, "baselines": baselines,
+              "encoder": encoder, "recompute_bn": recompute_bn,
               "show_progress": not no_progress}  # fmt: skip
     output, main = run_evaluation(
         "linear", workdir, PROBE_CHECKPOINT, resume, force, device,
@@ -214,7 +224,8 @@ def _with_baselines(output: dict[str, Any], recipe, inputs: dict[str, Any], seed
             inputs["checkpoint"], inputs["data"], ("train", "test"), kind, arch=inputs["arch"],
             cache_dir=inputs["cache_dir"], no_cache=inputs["no_cache"],
             download=inputs["download"], skip_bad_images=inputs["skip_bad_images"],
-            device=device, normalized=False, show_progress=show)
+            device=device, normalized=False, show_progress=show,
+            recompute_bn=inputs["recompute_bn"])
         reference = probe_features(train, test, recipe, costs=inputs["costs"], seed=seed,
                                    device=device, show_progress=show)  # fmt: skip
         output["baselines"][kind] = {**reference, "inputs": sources}
@@ -278,9 +289,15 @@ def _from_checkpoint(mode: str, device, inputs: dict[str, Any], show_progress: b
     """Cached features of both splits (``features``), or the training images and the test
     features (``augment``: the images are embedded anew every epoch)."""
     from sslkit.features.extract import load_feature_network
-    from sslkit.features.service import eval_transform_for, load_dataset, split_features
+    from sslkit.features.service import (
+        eval_transform_for,
+        feature_module,
+        load_dataset,
+        split_features,
+    )
 
-    network = load_feature_network(str(inputs["checkpoint"]), inputs["layer"], inputs["arch"])
+    network = load_feature_network(str(inputs["checkpoint"]), inputs["layer"], inputs["arch"],
+                                   inputs["encoder"], inputs["recompute_bn"], inputs["data"])
     splits = ("train", "test") if mode == "features" else ("test",)
     parts, sources = split_features(network, inputs["data"], splits, device,
                                     cache_dir=inputs["cache_dir"],
@@ -298,7 +315,7 @@ def _from_checkpoint(mode: str, device, inputs: dict[str, Any], show_progress: b
                         "dataset_fingerprint": dataset.fingerprint(), "augmented": True,
                         "transform": f"random-resized-crop{size}(0.08-1)+flip",
                         "skipped_images": list(dataset.skipped_images)}  # fmt: skip
-    backbone = network.network.to(device).eval()
+    backbone = feature_module(network, device).eval()
     return dataset, test, sources, backbone, dataset, size
 
 

@@ -38,6 +38,16 @@ skip_bad_images_option = click.option(
 )  # fmt: skip
 
 
+encoder_option = click.option(
+    "--encoder", type=click.Choice(["online", "momentum"]), default="online", show_default=True,
+    help="Which backbone embeds the images: online (the papers' protocol) or the momentum "
+         "(key / target) encoder of MoCo, PCL, HCSC and BYOL.")  # fmt: skip
+recompute_bn_option = click.option(
+    "--recompute-bn", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+    help="Recompute the BatchNorm statistics on N clean training images before embedding "
+         "(0: keep the checkpoint's, the papers' protocol).")  # fmt: skip
+
+
 def renamed(old: str, new: str, name: str, **option: Any) -> Callable:
     """Keep the old spelling ``old`` of option ``new`` (parameter ``name``) for one release.
 
@@ -109,6 +119,15 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]], to_stderr
     for row in rows:
         table.add_row(*[Text(f"{v:.2f}" if isinstance(v, float) else str(v)) for v in row])
     Console(stderr=to_stderr).print(table)
+
+
+def print_baselines(title: str, rows: list[tuple[Any, Callable[[dict], Any]]], output: dict,
+                    to_stderr: bool) -> None:  # fmt: skip
+    """One score per row (``(label, pick)``) for the encoder and its ``--baselines``."""
+    refs = output["baselines"]
+    table = [[label, pick(output), pick(refs["random_init"]), pick(refs["raw_pixels"])]
+             for label, pick in rows]  # fmt: skip
+    print_table(title, ["", "this encoder", "random init", "raw pixels"], table, to_stderr)
 
 
 def shot_table(groups: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:

@@ -7,8 +7,10 @@ import click
 from sslkit.commands.common import (
     debug_option,
     device_option,
+    encoder_option,
     json_option,
     no_progress_option,
+    recompute_bn_option,
     report_skipped,
     skip_bad_images_option,
 )
@@ -31,6 +33,8 @@ from sslkit.utils.jsonout import write_json
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
 @skip_bad_images_option
+@encoder_option
+@recompute_bn_option
 @no_progress_option
 @device_option
 @json_option

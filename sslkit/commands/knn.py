@@ -8,9 +8,12 @@ from sslkit.commands.common import (
     CommaList,
     debug_option,
     device_option,
+    encoder_option,
     json_option,
     no_progress_option,
+    print_baselines,
     print_table,
+    recompute_bn_option,
     renamed,
     report_skipped,
     shot_table,
@@ -64,6 +67,8 @@ from sslkit.utils.jsonout import write_json
 @click.option("--baselines", is_flag=True,
               help="Also score the raw pixels and the same architecture at its random "
                    "initialisation with the same protocol (needs --checkpoint and --data).")
+@encoder_option
+@recompute_bn_option
 @no_progress_option
 @device_option
 @json_option
@@ -97,7 +102,9 @@ def knn(json_path, **options) -> None:
         click.echo(f"note: {note}", err=True)
     _print(output, stderr)
     if "baselines" in output:
-        _print_baselines(output, stderr)
+        print_baselines("kNN top-1 % beside the baselines (same protocol)",
+                        [(k, lambda o, k=k: o["k"][k]["top1"]) for k in output["k"]], output,
+                        stderr)  # fmt: skip
     if "shot_groups" in output:
         columns, rows = shot_table(output["shot_groups"])
         print_table(f"long tail: many / medium / few-shot top-1 at k={output['shot_groups']['k']}",
@@ -118,10 +125,3 @@ def _print(output: dict, stderr: bool) -> None:
              f"{output['test_size']} test) best top-1 {best['top1']:.2f} at k={best['k']}")
     print_table(title + " (scores in %)", ["k", "top-1 %", "top-5 %"], rows, to_stderr=stderr)
 
-
-def _print_baselines(output: dict, stderr: bool) -> None:
-    refs = output["baselines"]
-    rows = [[k, row["top1"], refs["random_init"]["k"][k]["top1"],
-             refs["raw_pixels"]["k"][k]["top1"]] for k, row in output["k"].items()]  # fmt: skip
-    print_table("kNN top-1 % beside the baselines (same protocol)",
-                ["k", "this encoder", "random init", "raw pixels"], rows, to_stderr=stderr)

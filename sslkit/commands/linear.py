@@ -8,9 +8,12 @@ from sslkit.commands.common import (
     CommaList,
     debug_option,
     device_option,
+    encoder_option,
     json_option,
     no_progress_option,
+    print_baselines,
     print_table,
+    recompute_bn_option,
     renamed,
     report_skipped,
     shot_table,
@@ -76,6 +79,8 @@ from sslkit.utils.jsonout import write_json
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--download", is_flag=True, help="Allow downloading Fashion-MNIST if missing.")
 @skip_bad_images_option
+@encoder_option
+@recompute_bn_option
 @no_progress_option
 @device_option
 @json_option
@@ -94,7 +99,6 @@ def linear(json_path, **options) -> None:
 
     \b
     Examples:
-      sslkit linear --checkpoint runs/hcsc-digits/checkpoint.pt --data digits --json -
       sslkit linear --checkpoint runs/hcsc-digits/checkpoint.pt --data digits --baselines
       sslkit linear --train-features train.npy --train-labels train-labels.npy \\
           --test-features test.npy --test-labels test-labels.npy
@@ -116,12 +120,9 @@ def linear(json_path, **options) -> None:
     else:
         _print_lbfgs(output, stderr)
     if "baselines" in output:
-        refs = output["baselines"]
-        rows = [[name, output["result"][key], refs["random_init"]["result"][key],
-                 refs["raw_pixels"]["result"][key]]
-                for name, key in (("test top-1 %", "top1"), ("test top-5 %", "top5"))]
-        print_table("linear probe beside the baselines (same protocol)",
-                    ["", "this encoder", "random init", "raw pixels"], rows, to_stderr=stderr)
+        print_baselines("linear probe beside the baselines (same protocol)",
+                        [(f"test {key} %", lambda o, key=key: o["result"][key])
+                         for key in ("top1", "top5")], output, stderr)  # fmt: skip
     shots = output.get("shot_groups")
     if shots is not None:
         columns, rows = shot_table(shots)

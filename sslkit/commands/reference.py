@@ -16,6 +16,9 @@ from sslkit.cli import SUBCOMMANDS, cli
 
 #: What every option that several commands take means (the same in each of them).
 MEANINGS: dict[str, str] = {
+    "--encoder": "which backbone embeds the images: online (default) or the momentum encoder",
+    "--recompute-bn": "recompute BatchNorm statistics on N clean training images before "
+                      "embedding (0: keep the checkpoint's)",
     "--baselines": "also run the same protocol on the raw pixels and on the architecture at "
                    "its random initialisation",
     "--arch": "backbone architecture (pretrain: the one trained; others: when the checkpoint "

@@ -34,6 +34,7 @@ class RawPixels:
     """
 
     layer = "pixels"
+    bn_images = 0  # nothing to recompute: no BatchNorm
 
     def __init__(self) -> None:
         self.network: nn.Module = nn.Flatten()
@@ -51,7 +52,8 @@ class RawPixels:
 
 def random_init_network(trained: FeatureNetwork, seed: int = RANDOM_INIT_SEED) -> FeatureNetwork:
     """``trained``'s architecture at its random initialisation (``torch.manual_seed(seed)``,
-    torchvision's initialisation), backbone features in eval mode.
+    torchvision's initialisation), backbone features in eval mode (BatchNorm statistics
+    recomputed as ``trained``'s are, if they are).
 
     The global random state is left as it was. The weights' sha256 stands in for a
     checkpoint's in the feature cache's key, so the features are cached like any other.
@@ -67,4 +69,4 @@ def random_init_network(trained: FeatureNetwork, seed: int = RANDOM_INIT_SEED) -
     encoder = LoadedEncoder(path=Path(f"random-init-{arch}-seed{seed}"), state=state, arch=arch,
                             source_format="random-init", sha256=digest.hexdigest(), method=None,
                             config=trained.encoder.config, checkpoint={})  # fmt: skip
-    return FeatureNetwork("backbone", encoder)
+    return FeatureNetwork("backbone", encoder, bn_images=trained.bn_images, bn_data=trained.bn_data)

@@ -100,7 +100,10 @@ class FeatureNetwork:
 
     layer: str
     encoder: LoadedEncoder
+    bn_images: int = 0  # recompute BatchNorm statistics on this many clean training images
+    bn_data: str | None = None  # ... of this data spec's training split
     _module: nn.Module | None = field(default=None, repr=False)
+    bn_recomputed: bool = field(default=False, repr=False)
 
     @property
     def network(self) -> nn.Module:
@@ -138,13 +141,18 @@ class FeatureNetwork:
 
     def provenance(self) -> dict[str, Any]:
         """Attributes recorded in feature files and JSON results."""
-        return {
+        found = {
             "checkpoint_sha256": self.encoder.sha256,
             "checkpoint_format": self.encoder.source_format,
             "method": self.encoder.method or "",
             "arch": self.encoder.arch,
             "layer": self.layer,
         }
+        if self.encoder.kind != "online":  # (absent by default: cache keys stay as they were)
+            found["encoder"] = self.encoder.kind
+        if self.bn_images:
+            found["bn_recomputed"] = f"{self.bn_images} clean training images of {self.bn_data}"
+        return found
 
 
 class _MethodEmbedding(nn.Module):
@@ -156,15 +164,27 @@ class _MethodEmbedding(nn.Module):
         return self.method.embed(images)
 
 
-def load_feature_network(checkpoint: str, layer: str, arch: str | None = None) -> FeatureNetwork:
-    """A checkpoint's backbone (``layer=backbone``) or its method's embedding (``head``)."""
+def load_feature_network(checkpoint: str, layer: str, arch: str | None = None,
+                         encoder: str = "online", recompute_bn: int = 0,
+                         bn_data: str | None = None) -> FeatureNetwork:  # fmt: skip
+    """A checkpoint's backbone (``layer=backbone``) or its method's embedding (``head``).
+
+    ``encoder="momentum"`` takes the momentum encoder's backbone; ``recompute_bn=N``
+    replaces the BatchNorm statistics by their average over N clean (evaluation-view)
+    training images of ``bn_data`` before any feature is computed.
+    """
     if layer not in LAYERS:
         raise BadInput(f"unknown layer '{layer}': use {' or '.join(LAYERS)}")
-    encoder = load_encoder(checkpoint, arch)
-    if layer == "head" and encoder.source_format != "sslkit":
+    if layer == "head" and (encoder != "online" or recompute_bn):
+        raise BadInput("--encoder momentum and --recompute-bn apply to backbone features: "
+                       "drop --layer head")  # fmt: skip
+    if recompute_bn < 0:
+        raise BadInput(f"--recompute-bn must be >= 0 images, got {recompute_bn}")
+    loaded = load_encoder(checkpoint, arch, encoder)
+    if layer == "head" and loaded.source_format != "sslkit":
         raise BadInput("--layer head needs an sslkit checkpoint (others hold no head): "
                        "use --layer backbone")  # fmt: skip
-    return FeatureNetwork(layer, encoder)
+    return FeatureNetwork(layer, loaded, bn_images=int(recompute_bn), bn_data=bn_data)
 
 
 def labels_and_indices(dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from sslkit.data.base import ImageDataset
@@ -43,11 +44,48 @@ def provenance_of(network: FeatureNetwork, dataset: ImageDataset, transform: Eva
 
 
 def feature_module(network: FeatureNetwork, device: torch.device) -> torch.nn.Module:
-    """The network on ``device`` (channels_last on CUDA), ready to embed batches."""
+    """The network on ``device`` (channels_last on CUDA), ready to embed batches; its
+    BatchNorm statistics recomputed first when ``network.bn_images`` asks for it."""
     module = network.network.to(device)
     if device.type == "cuda":
         module = module.to(memory_format=torch.channels_last)
+    if network.bn_images and not network.bn_recomputed:
+        train = load_dataset(network.bn_data, "train", network)
+        recompute_batchnorm(module, train, eval_transform_for(network, train), device,
+                            network.bn_images)  # fmt: skip
+        network.bn_recomputed = True
     return module
+
+
+@torch.no_grad()
+def recompute_batchnorm(module: torch.nn.Module, dataset: ImageDataset,
+                        transform: EvalTransform, device: torch.device, images: int,
+                        batch_size: int = 256, seed: int = 0) -> int:  # fmt: skip
+    """Replace every BatchNorm's running mean and variance by their average over the
+    batches of ``images`` training images (a seeded sample, the un-augmented evaluation
+    view); the module is left in eval mode. Returns the number of images used.
+
+    Training leaves statistics of augmented crops, averaged with momentum over weights that
+    kept changing; these describe the final weights on the images that are evaluated.
+    """
+    from sslkit.data.loader import iterate_images
+
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    used = min(int(images), len(dataset))
+    if not norms or used == 0:
+        return 0
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches
+    order = np.random.default_rng(seed).permutation(len(dataset))[:used]
+    module.train()
+    try:
+        batches = [order[i : i + batch_size] for i in range(0, used, batch_size)]
+        for batch, _ in iterate_images(dataset, batches):
+            module(transform(batch.to(device)))
+    finally:
+        module.eval()
+    return used
 
 
 def compute_features(

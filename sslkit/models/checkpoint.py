@@ -101,6 +101,7 @@ class LoadedEncoder:
     method: str | None
     config: dict[str, Any] | None
     checkpoint: dict[str, Any]
+    kind: str = "online"  # or "momentum": the momentum encoder's backbone
 
     def build_backbone(self) -> nn.Module:
         """A new backbone of :attr:`arch` with the checkpoint's weights (loaded strictly)."""
@@ -115,10 +116,46 @@ class LoadedEncoder:
         return backbone
 
 
-def load_encoder(path: str | Path, arch: str | None = None) -> LoadedEncoder:
-    """Read a checkpoint's encoder (tensors memory-mapped) and identify its format and arch."""
+ENCODERS = ("online", "momentum")
+MOMENTUM_PREFIX = "target.backbone."  # sslkit: the momentum backbone inside method_state
+RELEASE_MOMENTUM_PREFIXES = ("module.encoder_k.", "encoder_k.")
+
+
+def momentum_encoder_state(data: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+    """The momentum (key / target) encoder's backbone in torchvision naming.
+
+    sslkit checkpoints keep it in the method state (MoCo, PCL, HCSC, BYOL: ``target``),
+    official MoCo/PCL/HCSC releases as ``module.encoder_k.*``.
+    """
+    if is_sslkit_checkpoint(data):
+        state = _strip(data.get("method_state") or {}, MOMENTUM_PREFIX)
+    else:
+        raw = data.get("state_dict", data.get("model", data))
+        state = {}
+        for prefix in RELEASE_MOMENTUM_PREFIXES:
+            state = _strip(raw, prefix) if isinstance(raw, dict) else {}
+            if "conv1.weight" in state:
+                break
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    if "conv1.weight" not in state:
+        raise BadInput(f"{path} holds no momentum encoder (MoCo, PCL, HCSC and BYOL keep one): "
+                       "use --encoder online")  # fmt: skip
+    return state
+
+
+def load_encoder(path: str | Path, arch: str | None = None,
+                 encoder: str = "online") -> LoadedEncoder:  # fmt: skip
+    """Read a checkpoint's encoder (tensors memory-mapped) and identify its format and arch.
+
+    ``encoder="momentum"`` reads the momentum encoder's backbone instead of the online
+    (query) one; :attr:`LoadedEncoder.kind` says which was read.
+    """
+    if encoder not in ENCODERS:
+        raise BadInput(f"unknown encoder '{encoder}': use online or momentum")
     data = read_checkpoint(path, mmap=True)
     state, source = encoder_state(data)
+    if encoder == "momentum":
+        state = momentum_encoder_state(data, path)
     return LoadedEncoder(
         path=Path(path),
         state=state,
@@ -128,4 +165,5 @@ def load_encoder(path: str | Path, arch: str | None = None) -> LoadedEncoder:
         method=data.get("method"),
         config=data.get("config"),
         checkpoint=data,
+        kind=encoder,
     )

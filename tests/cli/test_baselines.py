@@ -73,3 +73,60 @@ def test_baselines_need_images_and_backbone_features(digits_run, tmp_path):
     augment = run_cli("linear", "--checkpoint", checkpoint, "--data", DATA, "--baselines",
                       "--recipe", "mocov2", expect=2)  # fmt: skip
     assert "--mode features" in augment.output
+
+
+def test_momentum_encoder_and_recomputed_bn_are_options_recorded_in_the_features(
+        digits_run, tmp_path):  # fmt: skip
+    """--encoder momentum reads the target backbone; --recompute-bn replaces BN statistics."""
+    from sslkit.features.store import read_features
+
+    checkpoint = digits_run / "checkpoint.pt"
+    outputs = {}
+    for name, extra in (("online", []), ("momentum", ["--encoder", "momentum"]),
+                        ("recomputed", ["--recompute-bn", "200"])):  # fmt: skip
+        outputs[name] = tmp_path / f"{name}.h5"
+        run_cli("extract", "--checkpoint", checkpoint, "--data", DATA, "--split", "test",
+                "--out", outputs[name], *extra)  # fmt: skip
+    online, momentum, recomputed = (read_features(outputs[n]) for n in outputs)
+    assert momentum.attrs["encoder"] == "momentum" and "encoder" not in online.attrs
+    assert recomputed.attrs["bn_recomputed"] == f"200 clean training images of {DATA}"
+    assert not (online.features == momentum.features).all()
+    assert not (online.features == recomputed.features).all()
+    state = torch.load(checkpoint, weights_only=True)["method_state"]
+    target = build_backbone("resnet18")
+    target.load_state_dict({k[len("target.backbone."):]: v for k, v in state.items()
+                            if k.startswith("target.backbone.")})  # fmt: skip
+    test = load_split(DATA, "test")
+    expected = embed_dataset(target.eval(), test, EvalTransform(32, test.info.mean,
+                                                                test.info.std),
+                              torch.device("cpu"))
+    assert torch.allclose(torch.from_numpy(momentum.features[:]), expected, atol=1e-5)
+
+
+def test_recompute_bn_averages_the_clean_batch_statistics():
+    """After recomputation a BatchNorm's running mean is the mean of its inputs' batch means."""
+    from sslkit.features.service import recompute_batchnorm
+
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    dataset = load_split("digits@256", "train")
+    view = EvalTransform(32, dataset.info.mean, dataset.info.std)
+    used = recompute_batchnorm(network, dataset, view, torch.device("cpu"), 128, batch_size=64)
+    assert used == 128 and not network.training
+    import numpy as np
+
+    order = np.random.default_rng(0).permutation(len(dataset))[:128]
+    with torch.no_grad():
+        means = [network[0](view(dataset.images[torch.as_tensor(order[i:i + 64])]))
+                 .mean(dim=(0, 2, 3)) for i in (0, 64)]  # fmt: skip
+    assert torch.allclose(network[1].running_mean, torch.stack(means).mean(0), atol=1e-5)
+
+
+def test_encoder_choices_need_a_checkpoint_with_a_momentum_encoder(digits_run, tmp_path):
+    plain = tmp_path / "plain.pt"
+    torch.save(build_backbone("resnet18").state_dict(), plain)
+    refused = run_cli("knn", "--checkpoint", plain, "--data", DATA, "--encoder", "momentum",
+                      expect=2)  # fmt: skip
+    assert "no momentum encoder" in refused.output
+    files = run_cli("knn", "--train-features", tmp_path / "a.h5", "--test-features",
+                    tmp_path / "b.h5", "--recompute-bn", "100", expect=2)  # fmt: skip
+    assert "give --checkpoint and --data" in files.output
