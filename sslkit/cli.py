@@ -91,7 +91,9 @@ class SslkitGroup(click.Group):
         if name not in SUBCOMMANDS:
             return None
         module_name, attribute = SUBCOMMANDS[name].split(":")
-        return getattr(importlib.import_module(module_name), attribute)
+        from sslkit.commands.common import guard_outputs
+
+        return guard_outputs(getattr(importlib.import_module(module_name), attribute))
 
     def invoke(self, ctx: click.Context):
         from sslkit.errors import EXIT_INTERRUPTED, EXIT_STOPPED, BadInput, TrainingStopped

@@ -119,3 +119,32 @@ def shot_table(groups: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     rows = [["classes", *[cell["classes"] if cell else 0 for cell in cells]],
             ["top-1 %", *[cell["top1"] if cell else "-" for cell in cells]]]  # fmt: skip
     return columns, rows
+
+
+#: Options naming where a command writes, checked for writability when they are parsed
+#: (so a command fails in a second, not after its work): parameter name -> is a folder.
+OUTPUT_OPTIONS = {"json_path": False, "out": False, "cache_dir": True, "workdir": True}
+
+
+def guard_outputs(command: click.Command) -> click.Command:
+    """Make ``command`` check each of its :data:`OUTPUT_OPTIONS` can be written (``-``,
+    stdout, is always fine) as soon as the option is read; returns ``command``."""
+    if getattr(command, "_sslkit_outputs_guarded", False):
+        return command
+    from sslkit.utils.writable import check_writable
+
+    for param in command.params:
+        if param.name not in OUTPUT_OPTIONS:
+            continue
+        folder, inner = OUTPUT_OPTIONS[param.name], param.callback
+
+        def checked(ctx, option, value, folder=folder, inner=inner):
+            if inner is not None:
+                value = inner(ctx, option, value)
+            if value is not None and str(value) != "-" and not ctx.resilient_parsing:
+                check_writable(value, folder, option.opts[0])
+            return value
+
+        param.callback = checked
+    command._sslkit_outputs_guarded = True  # type: ignore[attr-defined]
+    return command
