@@ -120,8 +120,8 @@ def validate(config: dict[str, Any], method_cls: type) -> dict[str, Any]:
     for section, rules in (("train", TRAIN_RULES), ("data", DATA_RULES),
                            ("model", MODEL_RULES)):  # fmt: skip
         checked[section] = _check_section(section, config.get(section, {}), rules)
-    augment = config.get("augment", {})
-    checked["augment"] = _check_section("augment", augment, _augment_rules(augment))
+    checked["augment"] = _check_section("augment", config.get("augment", {}),
+                                        augment_rules(method_cls.default_augment))  # fmt: skip
     checked["method"] = _check_section("method", config.get("method", {}),
                                        method_rules(method_cls))  # fmt: skip
     return checked
@@ -195,16 +195,19 @@ def _bad(where: str, value: Any, rule: Rule) -> BadInput:
                     f"(set it with --set {where}=VALUE or in the recipe)")  # fmt: skip
 
 
-def _augment_rules(augment: dict[str, Any]) -> dict[str, Rule]:
+def augment_rules(defaults: dict[str, Any]) -> dict[str, Rule]:
     """Fixed rules for the common keys; ``*_prob`` keys are probabilities (or lists of them,
-    one per view); any other key takes the type of its value's kind."""
+    one per view, where the method's default is a list); any other key takes the kind of
+    its default."""
     rules = dict(AUGMENT_RULES)
-    for key, value in augment.items():
+    for key, default in defaults.items():
         if key in rules:
             continue
         if key.endswith("_prob"):
-            rules[key] = (Rule("list", items=PROBABILITY) if isinstance(value, list)
-                          else PROBABILITY)  # fmt: skip
+            rules[key] = (Rule("list", items=PROBABILITY, length=len(default))
+                          if isinstance(default, list) else PROBABILITY)  # fmt: skip
+        else:
+            rules[key] = rule_for(default, {})
     return rules
 
 

@@ -7,8 +7,19 @@ class BadInput(Exception):
     """Bad input or usage: the message says what is wrong and how to fix it.
 
     The CLI prints it as a single line and exits with code 2. Library code raises it
-    for anything the user can fix (missing files, unknown names, wrong shapes).
+    for anything the user can fix (missing files, unknown names, wrong shapes). Line
+    breaks in the message (a user's value quoted in it may hold some) are written as
+    ``\\n``, so the message stays one line.
     """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        text = str(message)
+        for raw, escaped in (("\r", "\\r"), ("\n", "\\n"), ("\x0b", "\\v"),
+                             ("\x0c", "\\f"), ("\x1c", "\\x1c"), ("\x1d", "\\x1d"),
+                             ("\x1e", "\\x1e"), ("\x85", "\\x85"), ("\u2028", "\\u2028"),
+                             ("\u2029", "\\u2029")):  # what str.splitlines splits on
+            text = text.replace(raw, escaped)
+        super().__init__(text, *args)
 
 
 #: Exit code of a run that a signal stopped after writing its checkpoint (``--resume``

@@ -106,7 +106,14 @@ class Trainer:
         config["model"]["arch"] = config["model"]["arch"] or default_arch(info.image_size)
         method_cls = get_method(config["method"]["name"])
         backbone = build_backbone(config["model"]["arch"])
-        self.method = method_cls(method_config(method_cls, config["method"]), backbone, info)
+        try:
+            self.method = method_cls(method_config(method_cls, config["method"]), backbone,
+                                     info)  # fmt: skip
+        except (RuntimeError, ValueError, MemoryError) as exc:  # e.g. a queue too big to hold
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else \
+                type(exc).__name__  # fmt: skip
+            raise BadInput(f"cannot build {method_cls.name} with these method.* settings "
+                           f"({reason}): check the sizes in the recipe and --set") from exc
         self.method.to(device)
         if self.dist.distributed and self.method.sync_batchnorm and device.type == "cuda":
             # (nn.SyncBatchNorm has no CPU kernel: CPU processes keep per-process BN)
