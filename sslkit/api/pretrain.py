@@ -35,7 +35,9 @@ def pretrain(method: str, *, data: str | None = None, config: str | None = None,
     4096}``). With ``launcher="slurm"`` (or ``"local"``: submitit on this machine) the run
     is submitted as a job of ``nodes`` x ``tasks_per_node`` processes that requeues itself
     with ``resume=True`` when preempted; the result then names the job (and, with
-    ``wait=True``, holds its summary).
+    ``wait=True``, holds its summary). SIGTERM, SIGUSR1, SIGUSR2 or Ctrl-C during training
+    write a checkpoint at the current step and raise
+    :class:`sslkit.errors.TrainingStopped`; ``resume=True`` continues at the next step.
 
     Example::
 

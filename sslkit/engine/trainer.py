@@ -244,8 +244,12 @@ class Trainer:
                     last = {**last, **self.monitor.measure(self.method.encoder(),
                                                            self.dist.device)}  # fmt: skip
                 log.write({"kind": "epoch", "epoch": self.epoch, "step": self.step, **last})
-                stopping = self._stop_requested(stop)
-                if stopping or self.schedule.due_at_epoch_end(self.epoch, epochs, self.step):
+                # every rank decides alike (a clock or a signal seen by one rank counts)
+                stopping, due = any_rank([stop.requested is not None,
+                                          self.schedule.due_at_epoch_end(self.epoch, epochs,
+                                                                         self.step)],
+                                         self.dist.device)  # fmt: skip
+                if stopping or due:
                     self._save()
                 if stopping:
                     self._stop(stop, saved=True)
@@ -278,10 +282,6 @@ class Trainer:
             epoch=self.epoch, epochs=self.train["epochs"], dist=self.dist,
             generator=self.generator, extract_features=self._extract_features,
         ))  # fmt: skip
-
-    def _stop_requested(self, stop: StopSignals) -> bool:
-        """Whether any rank received a stop signal (all ranks agree)."""
-        return any_rank([stop.requested is not None], self.dist.device)[0]
 
     def _stop(self, stop: StopSignals, saved: bool = False) -> None:
         """Write the checkpoint (unless ``saved``) and end with :class:`TrainingStopped`."""

@@ -155,3 +155,25 @@ def test_mid_epoch_resume_with_another_batch_size_is_refused(tmp_path, stop_afte
     stop_after(10_000)
     result = _pretrain("moco", workdir, "--resume", "--batch-size", "64", expect=2)
     assert "same processes and batch size" in result.output
+
+
+def test_time_cadence_counts_from_the_last_checkpoint():
+    """checkpoint_every_minutes: due once the minutes since the last save have passed;
+    saving restarts the count; 0 turns it off; the end of the run is always due."""
+    from sslkit.engine.checkpointing import CheckpointSchedule
+
+    now = [0.0]
+    schedule = CheckpointSchedule(every_epochs=0, every_steps=0, every_minutes=15,
+                                  clock=lambda: now[0])  # fmt: skip
+    now[0] = 14 * 60
+    assert not schedule.due_after_step(7)
+    now[0] = 15 * 60
+    assert schedule.due_after_step(8)
+    schedule.saved()
+    now[0] = 20 * 60
+    assert not schedule.due_after_step(9) and not schedule.due_at_epoch_end(1, 3, 9)
+    assert schedule.due_at_epoch_end(3, 3, 30)
+    off = CheckpointSchedule(every_epochs=0, every_steps=0, every_minutes=0,
+                             clock=lambda: now[0])  # fmt: skip
+    now[0] = 10**9
+    assert not off.due_after_step(5)
