@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shlex
 import sys
 import traceback
 
@@ -20,6 +21,7 @@ SUBCOMMANDS = {
     "detect": "sslkit.commands.detect:detect",
 }
 DEBUG_KEY = "sslkit.debug"
+ARGV_KEY = "sslkit.argv"
 
 
 class BadInputError(click.ClickException):
@@ -53,8 +55,34 @@ debug_option = click.option(
 )  # fmt: skip
 
 
+class StoppedExit(click.ClickException):
+    """A run stopped by a signal after its checkpoint: one line, exit code 3."""
+
+    def __init__(self, message: str, exit_code: int, speak: bool = True) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.speak = speak
+
+    def show(self, file=None) -> None:  # noqa: D102 - click API
+        if self.speak:
+            click.echo(self.message, err=True)
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues a stopped run: the same, with ``--resume`` and
+    without ``--force`` (quoted for a POSIX shell)."""
+    args = [arg for arg in argv if arg != "--force"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return "sslkit " + shlex.join(args)
+
+
 class SslkitGroup(click.Group):
     """A click group with lazily imported subcommands and sslkit's error contract."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[ARGV_KEY] = list(args)  # for the resume hint of a stopped run
+        return super().parse_args(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(SUBCOMMANDS)
@@ -63,10 +91,12 @@ class SslkitGroup(click.Group):
         if name not in SUBCOMMANDS:
             return None
         module_name, attribute = SUBCOMMANDS[name].split(":")
-        return getattr(importlib.import_module(module_name), attribute)
+        from sslkit.commands.common import guard_outputs
+
+        return guard_outputs(getattr(importlib.import_module(module_name), attribute))
 
     def invoke(self, ctx: click.Context):
-        from sslkit.errors import BadInput
+        from sslkit.errors import EXIT_INTERRUPTED, EXIT_STOPPED, BadInput, TrainingStopped
 
         try:
             return super().invoke(ctx)
@@ -79,8 +109,19 @@ class SslkitGroup(click.Group):
             if ctx.meta.get(DEBUG_KEY):
                 traceback.print_exc()
             raise BadInputError(str(exc).splitlines()[0] if str(exc) else "bad input") from exc
-        except KeyboardInterrupt:
-            raise click.Abort() from None
+        except TrainingStopped as exc:
+            if ctx.meta.get(DEBUG_KEY):
+                traceback.print_exc()
+            hint = resume_command(ctx.meta.get(ARGV_KEY, []))
+            raise StoppedExit(f"stopped by {exc.signal_name} after step {exc.step} (epoch "
+                              f"{exc.epoch}): every step is in {exc.checkpoint}; continue "
+                              f"with: {hint}", EXIT_STOPPED, speak=exc.main) from exc
+        except KeyboardInterrupt as exc:
+            if ctx.meta.get(DEBUG_KEY):
+                traceback.print_exc()
+            raise StoppedExit("interrupted (Ctrl-C): stopped at once; files are written whole "
+                              "or not at all, and a pretrain run keeps its last checkpoint "
+                              "(continue it with --resume)", EXIT_INTERRUPTED) from exc
         except Exception as exc:
             if ctx.meta.get(DEBUG_KEY):
                 traceback.print_exc()

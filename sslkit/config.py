@@ -33,8 +33,13 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "final_lr_ratio": 0.0,
     "warmup_epochs": 0,
     "warmup_start": 0.0,
-    "checkpoint_every": 10,
-    "keep_checkpoints": False,  # also keep checkpoint_epochNNNN.pt at every save
+    # Checkpoints: whichever comes first of every N epochs, every N steps (0 = off) and
+    # every N minutes of training (0 = off), and always at the end of the run and when a
+    # signal stops it (SIGTERM, SIGUSR1, SIGUSR2, Ctrl-C); see sslkit.engine.checkpointing.
+    "checkpoint_every": 1,
+    "checkpoint_every_steps": 0,
+    "checkpoint_every_minutes": 15.0,
+    "keep_checkpoints": False,  # also keep checkpoint_epochNNNN.pt at every epoch-end save
     "log_every": 10,
     "plot_curves": True,  # redraw WORKDIR/curves.png at every checkpoint (needs matplotlib)
     "tensorboard": False,  # also write the metrics to WORKDIR/tensorboard/ (needs tensorboard)
@@ -172,12 +177,17 @@ def method_defaults(method_cls: type) -> dict[str, Any]:
 
 
 def resolve(method_cls: type, *layers: dict[str, Any]) -> dict[str, Any]:
-    """Merge the layers over the method's defaults and check every key is known."""
+    """Merge the layers over the method's defaults, check every key is known and every
+    value's type and range (:func:`sslkit.config_schema.validate`)."""
+    from sslkit.config_schema import validate
+
     config = method_defaults(method_cls)
     for layer in layers:
+        if not isinstance(layer, dict):
+            raise BadInput("a config must be a mapping of sections (train:, method:, ...)")
         check_keys(config, layer)
         config = deep_merge(config, layer)
-    return config
+    return validate(config, method_cls)
 
 
 def check_keys(reference: dict[str, Any], layer: dict[str, Any], prefix: str = "") -> None:
@@ -187,7 +197,10 @@ def check_keys(reference: dict[str, Any], layer: dict[str, Any], prefix: str = "
         if key not in reference:
             known = ", ".join(sorted(reference))
             raise BadInput(f"unknown config key '{where}': known here are {known}")
-        if isinstance(value, dict) and isinstance(reference[key], dict):
+        if isinstance(reference[key], dict):
+            if not isinstance(value, dict):
+                raise BadInput(f"config section '{where}' must be a mapping of keys to values "
+                               f"(e.g. {where}: {{...}}), not {type(value).__name__}")
             check_keys(reference[key], value, where + ".")
 
 

@@ -81,6 +81,24 @@ def barrier() -> None:
         dist.barrier()
 
 
+def all_gather_objects(item: object) -> list[object]:
+    """Every rank's picklable ``item``, in rank order (``[item]`` in a single process)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [item]
+    items: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(items, item)
+    return items
+
+
+def any_rank(flags: list[bool], device: torch.device) -> list[bool]:
+    """Element-wise OR of ``flags`` over all ranks (the flags themselves in one process)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return list(flags)
+    tensor = torch.tensor([int(flag) for flag in flags], dtype=torch.int32, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return [bool(value) for value in tensor.tolist()]
+
+
 @torch.no_grad()
 def all_gather_concat(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate equal-shaped tensors of all ranks along dim 0, in rank order; no gradient."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def _hypothesis_profiles() -> None:
+    """``ci`` (default): derandomised, the same cases every run; ``explore``: new random
+    cases, ten times as many (``HYPOTHESIS_PROFILE=explore``)."""
+    try:
+        from hypothesis import settings
+    except ImportError:  # the property tests import it themselves and say so
+        return
+    settings.register_profile("ci", derandomize=True, print_blob=True)
+    settings.register_profile("explore", derandomize=False)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+_hypothesis_profiles()

@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"api", "engine", "eval", "features", "detection", "testing"},
     {"methods", "plugin"},
     {"nn", "clustering"},
-    {"models", "data", "distributed", "config", "errors", "utils"},
+    {"models", "data", "distributed", "config", "config_schema", "errors", "utils"},
 ]
 #: The commands call the library: besides the command line itself they import only these.
 COMMAND_IMPORTS = {"cli", "commands", "api", "errors", "utils"}

@@ -35,7 +35,9 @@ def pretrain(method: str, *, data: str | None = None, config: str | None = None,
     4096}``). With ``launcher="slurm"`` (or ``"local"``: submitit on this machine) the run
     is submitted as a job of ``nodes`` x ``tasks_per_node`` processes that requeues itself
     with ``resume=True`` when preempted; the result then names the job (and, with
-    ``wait=True``, holds its summary).
+    ``wait=True``, holds its summary). SIGTERM, SIGUSR1, SIGUSR2 or Ctrl-C during training
+    write a checkpoint at the current step and raise
+    :class:`sslkit.errors.TrainingStopped`; ``resume=True`` continues at the next step.
 
     Example::
 
@@ -140,17 +142,30 @@ def resolve_run(params: dict[str, Any]) -> tuple[dict[str, Any], Path]:
 
 
 def train(params: dict[str, Any]) -> PretrainResult:
-    """Pre-train in this process (one worker of it under torchrun or a SLURM job)."""
+    """Pre-train in this process (one worker of it under torchrun or a SLURM job).
+
+    Rank 0 holds the workdir's lock for the whole run: a second run on the same workdir is
+    refused. A stop signal ends the run with :class:`sslkit.engine.stopping.TrainingStopped`
+    after a checkpoint (``resume=True`` continues it).
+    """
+    import os
+    import sys
+
     from sslkit import distributed
     from sslkit.engine.trainer import Trainer
+    from sslkit.engine.workdir_lock import WorkdirLock
 
     config, workdir = resolve_run(params)
     resume = params["resume"]
-    if params["force"] and not resume:
-        _remove_run_files(workdir)
-    trainer = Trainer(config, workdir, resume=resume, show_progress=not params["no_progress"])
+    main = os.environ.get("RANK", "0") == "0"
     try:
-        summary = trainer.fit()
+        with WorkdirLock(workdir, enabled=main):
+            if params["force"] and not resume:
+                _remove_run_files(workdir)
+            trainer = Trainer(config, workdir, resume=resume,
+                              show_progress=not params["no_progress"],
+                              say=lambda line: print(line, file=sys.stderr, flush=True))
+            summary = trainer.fit()
     finally:
         distributed.teardown()
     if any(key.startswith("knn/") for key in summary["final"]):

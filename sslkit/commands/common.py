@@ -164,3 +164,32 @@ def complete_recipe(ctx: click.Context, param: click.Parameter, incomplete: str)
 
     names = [name for name in recipe_names() if name.startswith(incomplete)]
     return [CompletionItem(name) for name in names] or [CompletionItem(incomplete, type="file")]
+
+
+#: Options naming where a command writes, checked for writability when they are parsed
+#: (so a command fails in a second, not after its work): parameter name -> is a folder.
+OUTPUT_OPTIONS = {"json_path": False, "out": False, "cache_dir": True, "workdir": True}
+
+
+def guard_outputs(command: click.Command) -> click.Command:
+    """Make ``command`` check each of its :data:`OUTPUT_OPTIONS` can be written (``-``,
+    stdout, is always fine) as soon as the option is read; returns ``command``."""
+    if getattr(command, "_sslkit_outputs_guarded", False):
+        return command
+    from sslkit.utils.writable import check_writable
+
+    for param in command.params:
+        if param.name not in OUTPUT_OPTIONS:
+            continue
+        folder, inner = OUTPUT_OPTIONS[param.name], param.callback
+
+        def checked(ctx, option, value, folder=folder, inner=inner):
+            if inner is not None:
+                value = inner(ctx, option, value)
+            if value is not None and str(value) != "-" and not ctx.resilient_parsing:
+                check_writable(value, folder, option.opts[0])
+            return value
+
+        param.callback = checked
+    command._sslkit_outputs_guarded = True  # type: ignore[attr-defined]
+    return command

@@ -72,7 +72,10 @@ def pretrain(method_name, overrides, json_path, **options) -> None:
     Config precedence: method defaults < recipe YAML < flags < --set. The resolved config,
     metrics.jsonl, checkpoint.pt and curves.png (with matplotlib; off with --set
     train.plot_curves=false) are written to the workdir; --set train.tensorboard=true also
-    writes TensorBoard scalars to WORKDIR/tensorboard/.
+    writes TensorBoard scalars to WORKDIR/tensorboard/. Checkpoints: every epoch, every
+    15 minutes and at the end (train.checkpoint_every, train.checkpoint_every_minutes,
+    train.checkpoint_every_steps); SIGTERM, SIGUSR1 or Ctrl-C write one at the current
+    step and exit 3, and --resume continues at the next step.
 
     \b
     Examples:

@@ -11,16 +11,26 @@ from sslkit.data.base import ImageDataset
 from sslkit.errors import BadInput
 
 
+def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of one epoch: a permutation of ``range(size)`` seeded by
+    ``(seed, epoch)`` (a checkpoint written inside the epoch stores it)."""
+    return np.random.default_rng([seed, epoch]).permutation(size)
+
+
 def training_batches(
-    size: int, batch_per_rank: int, seed: int, epoch: int, rank: int, world_size: int
+    size: int, batch_per_rank: int, seed: int, epoch: int, rank: int, world_size: int,
+    order: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """This rank's batches of one epoch: a seeded permutation, equal-size batches.
 
-    The permutation depends only on ``(seed, epoch)``, so a resumed run sees the same
-    order; every rank gets the same number of full batches (the remainder is dropped).
+    The permutation depends only on ``(seed, epoch)`` (or is ``order``, the one a checkpoint
+    saved), so a resumed run sees the same order; every rank gets the same number of full
+    batches (the remainder is dropped).
     """
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(size)
+    order = epoch_order(size, seed, epoch) if order is None else np.asarray(order)
+    if len(order) != size:
+        raise BadInput(f"the checkpoint's epoch order covers {len(order)} images but the "
+                       f"dataset has {size}: resume on the data the run was started with")
     per_step = batch_per_rank * world_size
     steps = size // per_step
     if steps == 0:
@@ -87,6 +97,9 @@ def iterate_images(
         num_workers=num_workers,
         collate_fn=_collate,
         persistent_workers=False,
+        # its own generator: creating the iterator must not draw from the global RNG (a
+        # run resumed inside an epoch creates it at another point than an unbroken one)
+        generator=torch.Generator().manual_seed(0),
     )
     for images, index, problems in loader:
         if problems:

@@ -189,11 +189,22 @@ def build_config(task: str, config: str, *, weights: str | Path, output_dir: str
     return cfg, notes
 
 
+def comment_text(line: str) -> str:
+    """``line`` with every non-printable character escaped (``\\n``, ``\\x1b``, ...)."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in line)  # fmt: skip
+
+
 def write_config(cfg: dict[str, Any], path: str | Path, header: list[str]) -> Path:
-    """Write the config YAML atomically, ``header`` lines as comments on top."""
+    """Write the config YAML atomically, ``header`` lines as comments on top.
+
+    Header lines name user-given paths: a newline or other control character in one is
+    written escaped (``\\n``), so it cannot end the comment and add YAML that detectron2
+    would read.
+    """
     from sslkit.utils.atomic import atomic_path
 
-    text = "".join(f"# {line}\n" for line in header)
+    text = "".join(f"# {comment_text(line)}\n" for line in header)
     text += yaml.safe_dump(cfg, sort_keys=True, default_flow_style=None, width=100)
     with atomic_path(path) as tmp:
         tmp.write_text(text)

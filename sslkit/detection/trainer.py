@@ -79,7 +79,7 @@ def load_cfg(config_file: str, seed: int | None = None, output_dir: str | None =
     """detectron2's defaults merged with ``config_file`` (and the run's seed / output folder)."""
     register_extra_norm_head()
     cfg = get_cfg()
-    cfg.merge_from_file(config_file)
+    cfg.merge_from_file(config_file, allow_unsafe=False)  # never yaml.unsafe_load
     if seed is not None:
         cfg.SEED = seed
     if output_dir is not None:

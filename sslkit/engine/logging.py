@@ -9,7 +9,30 @@ from pathlib import Path
 from typing import Any
 
 from sslkit.errors import BadInput
+from sslkit.utils.atomic import atomic_path
 from sslkit.utils.progress import Progress
+
+
+def forget_steps_after(path: Path, step: int) -> int:
+    """Drop the records of ``metrics.jsonl`` past ``step`` (and a line cut by a kill), so a
+    resumed run never logs a step twice; rewritten atomically. Returns how many went."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1  # a line the killed run was writing
+            continue
+        if isinstance(record, dict) and int(record.get("step", 0)) > step:
+            dropped += 1
+            continue
+        kept.append(line)
+    if dropped:
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
+    return dropped
 
 
 class MetricsLog:

@@ -3,8 +3,10 @@
 One task per GPU on every node (or ``tasks_per_node`` CPU processes); each task joins the
 process group from submitit's job environment, exactly as a torchrun worker does from
 torchrun's variables, and runs the ordinary ``pretrain``. When SLURM preempts the job or
-its time runs out, submitit calls :meth:`PretrainJob.checkpoint`, which requeues the job
-with ``resume=True``: it continues from the last epoch checkpoint. ``--launcher local`` runs
+its time runs out, SLURM signals the job first (submitit asks for SIGUSR2; SIGTERM and
+SIGUSR1 count too): the training finishes its step and writes a checkpoint, then the job
+calls submitit's requeue, which asks :meth:`PretrainJob.checkpoint` for the job to run
+next: the same with ``resume=True``, continuing at the next step. ``--launcher local`` runs
 the same job with submitit's local executor on this machine (to try a launch, and the tests).
 submitit is optional: ``pip install 'sslkit[slurm]'``.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,16 @@ class JobResources:
     def tasks(self) -> int:
         """Processes per node."""
         return self.tasks_per_node or max(1, self.gpus_per_node)
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.,+-]+")
+
+
+def job_name(method: str) -> str:
+    """``sslkit-<method>`` with anything but letters, digits and ``_.+-`` replaced by
+    ``_``: the name goes into the batch script SLURM runs, so it must stay one literal word
+    (submitit quotes values too; this keeps the name readable in ``squeue``)."""
+    return "sslkit-" + re.sub(r"[^A-Za-z0-9_.+-]", "_", str(method))[:100]
 
 
 def master_port(job_id: str) -> int:
@@ -75,12 +88,22 @@ class PretrainJob:
         import submitit
 
         from sslkit.api.pretrain import train
+        from sslkit.errors import TrainingStopped
         from sslkit.utils.jsonout import write_json
 
         job = submitit.JobEnvironment()
+        # submitit's handler of its preemption signal: checkpoint() + requeue + exit. The
+        # trainer's own handlers replace it while training (to write a checkpoint first).
+        requeue = signal.getsignal(getattr(signal, "SIG" + job.USR_SIG))
         os.environ.update(distributed_env(job.global_rank, job.local_rank, job.num_tasks,
                                           job.num_nodes, list(job.hostnames), job.job_id))
-        result = train(self.params)
+        try:
+            result = train(self.params)
+        except TrainingStopped as stopped:
+            if callable(requeue) and job.global_rank == 0:
+                print(f"sslkit: {stopped}; requeueing the job", flush=True)
+                requeue(getattr(signal, "SIG" + job.USR_SIG), None)  # exits the process
+            raise
         if not result.main_process:
             return None
         workdir = Path(result.checkpoint).parent
@@ -109,10 +132,13 @@ def submit_pretrain(params: dict[str, Any], resources: JobResources, cluster: st
         raise BadInput("--launcher slurm: no SLURM on this machine (no srun); submit from the "
                        "cluster's login node, or try the job here with --launcher local") from exc
     options: dict[str, Any] = {
-        "name": f"sslkit-{params['method']}", "nodes": resources.nodes,
+        "name": job_name(params["method"]), "nodes": resources.nodes,
         "tasks_per_node": resources.tasks, "gpus_per_node": resources.gpus_per_node,
         "cpus_per_task": resources.cpus_per_task, "timeout_min": resources.timeout_min,
     }  # fmt: skip
+    if resources.partition and not SAFE_NAME.fullmatch(resources.partition):
+        raise BadInput(f"--partition {resources.partition!r} is not a SLURM partition name: "
+                       "use letters, digits, '_', '-', '.' and ',' only")  # fmt: skip
     if resources.partition and cluster == "slurm":
         options["slurm_partition"] = resources.partition
     executor.update_parameters(**options)

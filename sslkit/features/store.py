@@ -185,8 +185,16 @@ def _validated(handle, path: Path) -> FeatureSet:
             f"labels {labels.shape}, indices {indices.shape}; "
             "re-create it with 'sslkit extract'"
         )
-    if len(features) == 0:
-        raise BadInput(f"feature file {path} holds no features: extract a non-empty split")
+    if len(features) == 0 or features.shape[1] == 0:
+        raise BadInput(f"feature file {path} holds no features ({features.shape[0]} x "
+                       f"{features.shape[1]}): extract a non-empty split")  # fmt: skip
+    kinds = {"features": (features.dtype, "f"), "labels": (labels.dtype, "iu"),
+             "indices": (indices.dtype, "iu")}  # fmt: skip
+    for name, (dtype, allowed) in kinds.items():
+        if dtype.kind not in allowed and not (name == "features" and dtype.kind in "iu"):
+            raise BadInput(f"feature file {path} has {name} of type {dtype}, not "
+                           f"{'numbers' if name == 'features' else 'integers'}: re-create it "
+                           "with 'sslkit extract'")  # fmt: skip
     return FeatureSet(features, labels.astype(np.int64), indices.astype(np.int64), attrs)
 
 
@@ -215,6 +223,10 @@ class DiskRows:
         except OSError as exc:
             raise BadInput(f"cannot read rows of feature file {self.path} ({exc}): corrupt or "
                            "truncated; re-create it with 'sslkit extract'") from exc  # fmt: skip
+        if block.dtype.kind == "f" and not np.isfinite(block).all():
+            raise BadInput(f"feature file {self.path} holds NaN or infinite values: re-create "
+                           "it with 'sslkit extract' from a checkpoint that trained without "
+                           "diverging")  # fmt: skip
         return np.asarray(block, dtype=np.float32) if self.float32 else block
 
 

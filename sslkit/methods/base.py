@@ -183,9 +183,17 @@ class Method(nn.Module):
         return rows
 
 
-def hp(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's vocabulary
-    """A ``Config`` field with a default and a one-line description."""
+def hp(default: Any, help: str, *, low: float | None = None,  # noqa: A002 - argparse's word
+       high: float | None = None, above: float | None = None,
+       choices: tuple[str, ...] | None = None) -> Any:  # fmt: skip
+    """A ``Config`` field with a default and a one-line description.
+
+    ``low``/``high`` (inclusive) and ``above`` (exclusive) bound a number, ``choices`` lists
+    the allowed strings; ``sslkit.config_schema`` checks every value against them before a
+    run starts (numbers without bounds must be >= 0).
+    """
+    metadata = {"help": help, "low": low, "high": high, "above": above, "choices": choices}
     if isinstance(default, list | dict):
         return dataclasses.field(default_factory=lambda: type(default)(default),
-                                 metadata={"help": help})  # fmt: skip
-    return dataclasses.field(default=default, metadata={"help": help})
+                                 metadata=metadata)  # fmt: skip
+    return dataclasses.field(default=default, metadata=metadata)

@@ -66,14 +66,15 @@ class BYOL(SimSiam):
     class Config(SimSiam.Config):
         """BYOL hyper-parameters (defaults: the paper's ImageNet recipe)."""
 
-        dim: int = hp(256, "projector (and predictor) output dimension")
-        hidden_dim: int = hp(4096, "projector hidden width")
-        proj_layers: int = hp(2, "linear layers of the projector")
-        pred_dim: int = hp(4096, "predictor hidden width")
+        dim: int = hp(256, "projector (and predictor) output dimension", low=1)
+        hidden_dim: int = hp(4096, "projector hidden width", low=1)
+        proj_layers: int = hp(2, "linear layers of the projector", low=1)
+        pred_dim: int = hp(4096, "predictor hidden width", low=1)
         fix_pred_lr: bool = hp(False, "keep the predictor at its initial lr (no decay)")
-        momentum: float = hp(0.996, "tau_base: the target momentum at the first step")
-        momentum_schedule: str = hp("cosine", "cosine (tau_base -> 1) or constant")
-        target_update_every: int = hp(1, "update the target every N steps (BYOL+CLD: 16)")
+        momentum: float = hp(0.996, "tau_base: the target momentum at the first step", high=1)
+        momentum_schedule: str = hp("cosine", "cosine (tau_base -> 1) or constant",
+                                    choices=("cosine", "constant"))
+        target_update_every: int = hp(1, "update the target every N steps (BYOL+CLD: 16)", low=1)
 
     def __init__(self, config: Config, backbone: nn.Module, data_info: DataInfo) -> None:
         super().__init__(config, backbone, data_info)

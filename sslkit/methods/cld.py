@@ -77,11 +77,12 @@ class CLD(AddOn):
         """CLD hyper-parameters (defaults: the MoCo v2 + CLD ImageNet script)."""
 
         weight: float = hp(0.25, "lambda, the weight of the CLD term")
-        groups: int = hp(120, "K, k-means groups per (local) batch")
-        temperature: float = hp(0.2, "T_G of the group softmax (ImageNet script: 0.4)")
-        iterations: int = hp(5, "k-means iterations per batch")
-        dim: int = hp(128, "output dimension of the group head")
-        head: str = hp("linear", "group head: linear, mlp, norm_linear or norm_mlp")
+        groups: int = hp(120, "K, k-means groups per (local) batch", low=1)
+        temperature: float = hp(0.2, "T_G of the group softmax (ImageNet script: 0.4)", above=0)
+        iterations: int = hp(5, "k-means iterations per batch", low=1)
+        dim: int = hp(128, "output dimension of the group head", low=1)
+        head: str = hp("linear", "group head: linear, mlp, norm_linear or norm_mlp",
+                       choices=("linear", "mlp", "norm_linear", "norm_mlp"))
 
     def __init__(self, config: Config, host) -> None:
         super().__init__(config, host)

@@ -101,12 +101,13 @@ class ConIC(Method):
     class Config:
         """ConIC hyper-parameters (defaults: the paper's ImageNet recipe)."""
 
-        dim: int = hp(128, "feature dimension (classifier rows)")
-        hidden_dim: int = hp(2048, "projection head hidden width")
-        temperature: float = hp(0.1, "τ of the instance softmax")
+        dim: int = hp(128, "feature dimension (classifier rows)", low=1)
+        hidden_dim: int = hp(2048, "projection head hidden width", low=1)
+        temperature: float = hp(0.1, "τ of the instance softmax", above=0)
         consistency_weight: float = hp(2.5, "α, the weight of the consistency term")
-        classifier: str = hp("full", "full (all N rows on the device) or sampled (a pool)")
-        pool_size: int = hp(65536, "sampled: rows in the device pool N'")
+        classifier: str = hp("full", "full (all N rows on the device) or sampled (a pool)",
+                             choices=("full", "sampled"))
+        pool_size: int = hp(65536, "sampled: rows in the device pool N'", low=1)
         include_own_in_pool: bool = hp(False, "sampled: the own row also counts in the pool "
                                        "sum")  # fmt: skip
         classifier_init_std: float = hp(1.0, "std of the N(0, std^2) initial rows (the paper "

@@ -71,18 +71,20 @@ class HCSC(PrototypicalMoCo):
     class Config(PrototypicalMoCo.Config):
         """HCSC hyper-parameters (defaults: the paper's ImageNet recipe)."""
 
-        queue_size: int = hp(16384, "number of negative keys K in the queue")
+        queue_size: int = hp(16384, "number of negative keys K in the queue", low=1)
         num_clusters: list = hp([3000, 2000, 1000], "prototypes per level, bottom-up")
         instance_selection: bool = hp(True, "Bernoulli-drop queue negatives near the prototype")
         proto_selection: bool = hp(True, "Bernoulli-drop negative prototypes near the parent")
         multi_crop: bool = hp(False, "add the local crops as extra queries")
         local_crops: list = hp(PAPER_LOCAL_CROPS, "[size fraction, [scale lo, hi]] per local crop")
         selection_on_local: bool = hp(True, "local queries use the instance masks too")
-        mask_mode: str = hp("zero_logit", "zero_logit (authors' code) or exclude")
-        instance_level_reduction: str = hp("sum", "sum (authors' code) or mean over levels")
+        mask_mode: str = hp("zero_logit", "zero_logit (authors' code) or exclude",
+                            choices=("zero_logit", "exclude"))
+        instance_level_reduction: str = hp("sum", "sum (authors' code) or mean over levels",
+                                           choices=("sum", "mean"))
         selection_table_mb: int = hp(1024, "memory cap of the cached instance-selection "
                                      "table (2 B x queue x prototypes); above it, per-step "
-                                     "products")  # fmt: skip
+                                     "products", low=0)  # fmt: skip
 
     def __init__(self, config: Config, backbone: torch.nn.Module, data_info: DataInfo) -> None:
         super().__init__(config, backbone, data_info)  # checks the config (check_config)

@@ -117,11 +117,12 @@ class LoGo(AddOn):
 
         weight: float = hp(1e-4, "lambda of L_L2L in mode joint (SimSiam-LoGo)")
         mode: str = hp("three_step", "three_step (official MoCo-LoGo: separate clipped L2L "
-                       "step) or joint (loss + weight x L_L2L)")  # fmt: skip
+                       "step) or joint (loss + weight x L_L2L)",
+                       choices=("three_step", "joint"))  # fmt: skip
         l2l: bool = hp(True, "the local-to-local term; false = the 'w/o L2L' ablation")
         clip_ratio: float = hp(0.015, "three_step: L2L gradient norm <= ratio x previous "
                                "main-step gradient norm")  # fmt: skip
-        regressor_dim: int = hp(256, "hidden width of the regressor")
+        regressor_dim: int = hp(256, "hidden width of the regressor", low=1)
         regressor_lr: float = hp(0.03, "regressor lr (constant; official: 0.03 x batch/256)")
         regressor_momentum: float = hp(0.9, "regressor SGD momentum")
         regressor_weight_decay: float = hp(1e-4, "regressor SGD weight decay")
@@ -129,7 +130,7 @@ class LoGo(AddOn):
         l2l_momentum: float = hp(0.9, "three_step: SGD momentum of the L2L optimiser")
         l2l_weight_decay: float = hp(1e-4, "three_step: weight decay of the L2L optimiser")
         momentum_updates: int = hp(2, "three_step: momentum-encoder updates per step (2 as "
-                                   "the official code, 1 = once)")  # fmt: skip
+                                   "the official code, 1 = once)", low=1)  # fmt: skip
 
     def __init__(self, config: Config, host: Method) -> None:
         super().__init__(config, host)

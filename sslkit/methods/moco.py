@@ -50,19 +50,21 @@ class MoCo(Method):
     class Config(MultiCropConfig):
         """MoCo hyper-parameters (defaults: the ImageNet MoCo v2 recipe)."""
 
-        dim: int = hp(128, "output dimension of the projection head")
+        dim: int = hp(128, "output dimension of the projection head", low=1)
         mlp: bool = hp(True, "MoCo v2 MLP head (hidden = backbone width); False = v1 linear")
         head_bn: bool = hp(False, "BatchNorm in the MLP head (not in MoCo v2; learns faster)")
         head: str = hp("auto", "projection head: auto (mlp if `mlp` else linear), linear, mlp, "
-                       "norm_linear or norm_mlp (CLD's cosine heads)")  # fmt: skip
-        queue_size: int = hp(65536, "number of negative keys K in the queue")
-        momentum: float = hp(0.999, "momentum m of the key encoder's EMA")
-        temperature: float = hp(0.2, "softmax temperature T (v1: 0.07)")
+                       "norm_linear or norm_mlp (CLD's cosine heads)",
+                       choices=("auto", "linear", "mlp", "norm_linear", "norm_mlp"))  # fmt: skip
+        queue_size: int = hp(65536, "number of negative keys K in the queue", low=1)
+        momentum: float = hp(0.999, "momentum m of the key encoder's EMA", high=1)
+        temperature: float = hp(0.2, "softmax temperature T (v1: 0.07)", above=0)
         symmetric: bool = hp(False, "also use view 2 as query (loss is the sum, 2B keys queued)")
         queries: int = hp(1, "query views per image against one key view (loss is their mean; "
-                          "MoCo + CLD uses 2)")  # fmt: skip
+                          "MoCo + CLD uses 2)", low=1)  # fmt: skip
         shuffle_bn: bool = hp(True, "shuffle the key batch across processes (multi-process BN)")
-        bn_splits: int = hp(1, "BatchNorm over this many chunks of the batch (1-GPU stand-in)")
+        bn_splits: int = hp(1, "BatchNorm over this many chunks of the batch (1-GPU stand-in)",
+                            low=1)
 
     def __init__(self, config: Config, backbone: torch.nn.Module, data_info: DataInfo) -> None:
         super().__init__(config, backbone, data_info)

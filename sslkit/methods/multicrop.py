@@ -39,7 +39,8 @@ class MultiCropConfig:
     local_crops: list = hp(LOGO_LOCAL_CROPS, "[size fraction, [scale lo, hi]] per local crop "
                            "(LoGo: [0.08, r_l])")  # fmt: skip
     crop_pairs: str = hp("local_to_global", "local_to_global (LoGo: locals only as queries) "
-                         "or all (SwAV-style: every crop against every other)")  # fmt: skip
+                         "or all (SwAV-style: every crop against every other)",
+                         choices=("local_to_global", "all"))  # fmt: skip
 
 
 def check_multi_crop(name: str, config: Any) -> None:

@@ -123,14 +123,17 @@ class NPID(Method):
     class Config:
         """NPID hyper-parameters (defaults: the ImageNet recipe)."""
 
-        dim: int = hp(128, "embedding dimension D (bank rows)")
-        head: str = hp("linear", "projection head: linear (NPID), mlp, norm_linear or norm_mlp")
+        dim: int = hp(128, "embedding dimension D (bank rows)", low=1)
+        head: str = hp("linear", "projection head: linear (NPID), mlp, norm_linear or norm_mlp",
+                       choices=("linear", "mlp", "norm_linear", "norm_mlp"))
         head_bn: bool = hp(False, "BatchNorm after the hidden linear of mlp / norm_mlp heads")
         nce_k: int = hp(4096, "noise rows K per image for NCE; 0 = full softmax over the bank")
-        temperature: float = hp(0.07, "temperature T (ImageNet 0.07, CIFAR 0.1)")
-        bank_momentum: float = hp(0.5, "memory-bank momentum m: v <- normalize(m v + (1-m) f)")
+        temperature: float = hp(0.07, "temperature T (ImageNet 0.07, CIFAR 0.1)", above=0)
+        bank_momentum: float = hp(0.5, "memory-bank momentum m: v <- normalize(m v + (1-m) f)",
+                                  high=1)
         queries: int = hp(1, "augmented views per image, each scored against the bank (loss: "
-                          "their mean; bank updated with each in turn; NPID+CLD: 2)")  # fmt: skip
+                          "their mean; bank updated with each in turn; NPID+CLD: 2)",
+                          low=1)  # fmt: skip
 
     def __init__(self, config: Config, backbone: torch.nn.Module, data_info: DataInfo) -> None:
         _check_config(config)

@@ -83,10 +83,12 @@ class PCL(PrototypicalMoCo):
     class Config(PrototypicalMoCo.Config):
         """PCL hyper-parameters (defaults: PCL v2 on ImageNet)."""
 
-        queue_size: int = hp(16384, "number of negative keys r in the queue")
+        queue_size: int = hp(16384, "number of negative keys r in the queue", low=1)
         num_clusters: list = hp([25000, 50000, 100000], "k of every clustering")
-        num_negative_prototypes: int = hp(16384, "r negative prototypes drawn per clustering")
-        proto_layout: str = hp("batch_columns", "batch_columns (authors' code) or own_positive")
+        num_negative_prototypes: int = hp(16384, "r negative prototypes drawn per clustering",
+                                          low=1)
+        proto_layout: str = hp("batch_columns", "batch_columns (authors' code) or own_positive",
+                               choices=("batch_columns", "own_positive"))
 
     @classmethod
     def check_config(cls, config: Config, info: DataInfo) -> None:

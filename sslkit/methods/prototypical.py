@@ -65,10 +65,10 @@ class PrototypicalMoCo(MoCo):
     class Config(MoCo.Config):
         """Settings of the per-epoch clustering, shared by the prototype methods."""
 
-        warmup_epochs: int = hp(20, "epochs of plain MoCo before the first clustering")
-        kmeans_niter: int = hp(20, "k-means iterations per clustering")
-        kmeans_nredo: int = hp(5, "k-means restarts per clustering (best kept)")
-        concentration_alpha: float = hp(10.0, "alpha of PCL's concentration phi")
+        warmup_epochs: int = hp(20, "epochs of plain MoCo before the first clustering", low=0)
+        kmeans_niter: int = hp(20, "k-means iterations per clustering", low=1)
+        kmeans_nredo: int = hp(5, "k-means restarts per clustering (best kept)", low=1)
+        concentration_alpha: float = hp(10.0, "alpha of PCL's concentration phi", above=0)
 
     hierarchical: ClassVar[bool] = False  # level l has parents in level l + 1 (HCSC)
     minimum_clusters: ClassVar[int] = 2  # a clustering of one cluster has no negatives

@@ -70,10 +70,10 @@ class SimSiam(Method):
     class Config(MultiCropConfig):
         """SimSiam hyper-parameters (defaults: the ImageNet recipe)."""
 
-        dim: int = hp(2048, "projector output dimension")
+        dim: int = hp(2048, "projector output dimension", low=1)
         hidden_dim: int = hp(0, "projector hidden width (0 = the backbone's width)")
-        proj_layers: int = hp(3, "linear layers of the projector (SimSiam CIFAR: 2)")
-        pred_dim: int = hp(512, "predictor hidden width (the bottleneck)")
+        proj_layers: int = hp(3, "linear layers of the projector (SimSiam CIFAR: 2)", low=1)
+        pred_dim: int = hp(512, "predictor hidden width (the bottleneck)", low=1)
         fix_pred_lr: bool = hp(True, "keep the predictor at its initial lr (no decay)")
         zero_init_residual: bool = hp(True, "zero the last BN scale of every residual block")
 

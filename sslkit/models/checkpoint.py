@@ -45,11 +45,24 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
                 raise
             data = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise BadInput(f"cannot read checkpoint {path}: {first[:200]}") from exc
+        raise BadInput(unreadable_checkpoint(path, exc)) from exc
     if not isinstance(data, dict):
         raise BadInput(f"{path} is not a checkpoint (a {type(data).__name__}, not a dict)")
     return data
+
+
+def unreadable_checkpoint(path: Path, exc: BaseException) -> str:
+    """The plain message for a file ``torch.load(weights_only=True)`` refused: a file that
+    holds pickled Python objects (code), or one that is no checkpoint at all (random bytes,
+    a truncated or otherwise damaged file, another format)."""
+    text = str(exc)
+    if "GLOBAL" in text or "Unsupported global" in text:  # a pickled class or function
+        return (f"cannot read checkpoint {path}: it holds Python objects besides tensors, "
+                "which sslkit never unpickles (they could run code); save the weights as a "
+                "plain state dict, or use a checkpoint written by sslkit pretrain")
+    return (f"cannot read checkpoint {path}: the file is not a readable PyTorch checkpoint "
+            "(truncated, damaged, or another format); pass a checkpoint.pt written by "
+            "sslkit pretrain or by torch.save")
 
 
 def is_sslkit_checkpoint(data: dict[str, Any]) -> bool:

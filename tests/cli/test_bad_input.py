@@ -21,8 +21,11 @@ from tests.conftest import QUICK_MOCO, run_cli
 SMALL_IMAGES = ["--set", "data.image_size=32", "--no-progress"]
 
 
-def _one_line_error(result) -> str:
+def _one_line_error(result, resumed: bool = False) -> str:
     lines = [line for line in result.output.splitlines() if line.strip()]
+    if resumed:  # --resume first says where it continues, on a line of its own
+        assert lines[0].startswith("resuming "), result.output
+        lines = lines[1:]
     assert len(lines) == 1, result.output
     assert lines[0].startswith("error: ")
     return lines[0]
@@ -199,7 +202,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     run_cli("pretrain", *common, "--epochs", "1")
     good = (workdir / "checkpoint.pt").read_bytes()
     line = _one_line_error(run_cli("pretrain", *common, "--epochs", "2", "--resume",
-                                   "--lr", "1e30", expect=2))  # fmt: skip
+                                   "--lr", "1e30", expect=2), resumed=True)  # fmt: skip
     assert "loss is nan" in line.lower() or "loss is inf" in line.lower()
     assert "epoch 2 step" in line and "checkpoint.pt" in line
     assert (workdir / "checkpoint.pt").read_bytes() == good

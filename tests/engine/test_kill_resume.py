@@ -1,7 +1,8 @@
 """Kill tests: ``pretrain`` SIGKILLed in the middle of an epoch resumes to the same state.
 
-Each run is a real ``python -m sslkit pretrain`` process. The killed run loses the
-half-finished epoch (checkpoints are written at epoch ends, atomically), relaunching with
+Each run is a real ``python -m sslkit pretrain`` process. With checkpoints at epoch ends
+only (the 15-minute cadence never comes due here), the killed run loses the
+half-finished epoch (checkpoints are written atomically), relaunching with
 ``--resume`` repeats that epoch from the last checkpoint (weights, optimiser, RNG and the
 method's state: MoCo's queue, NPID's memory bank, HCSC's clustering), and the finished
 run equals one that was never interrupted.

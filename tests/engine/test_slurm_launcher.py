@@ -8,9 +8,12 @@ with ``--resume`` and continues from its checkpoint.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
+import signal
 import sys
+import time
 
 import pytest
 
@@ -22,6 +25,8 @@ from sslkit.engine.slurm import (
     distributed_env,
     master_port,
 )
+from sslkit.engine.workdir_lock import LOCK_NAME
+from sslkit.errors import BadInput
 from tests.conftest import run_cli
 
 submitit = pytest.importorskip("submitit", reason="submitit is not installed: pip install "
@@ -115,3 +120,73 @@ def test_local_job_trains_on_two_processes_and_a_requeue_resumes(tmp_path):
     starts = [record for record in records if record["kind"] == "start"]
     assert [(start["epoch"], start["world_size"]) for start in starts] == [(0, 2), (1, 2)]
     assert [record["epoch"] for record in records if record["kind"] == "epoch"] == [1, 2]
+
+
+def test_job_names_and_partitions_stay_literal(tmp_path):
+    """What goes into the batch script SLURM runs is one literal word, or refused."""
+    from sslkit.engine.slurm import job_name, submit_pretrain
+
+    assert job_name("moco+cld") == "sslkit-moco+cld"
+    assert job_name("x; touch pwned") == "sslkit-x__touch_pwned"
+    assert job_name("$(touch x)") == "sslkit-__touch_x_"
+    with pytest.raises(BadInput, match="not a SLURM partition name"):
+        submit_pretrain({"method": "moco"}, JobResources(partition="gpu; rm -rf ~"), "local",
+                        tmp_path)  # fmt: skip
+
+
+@pytest.mark.parametrize("signal_name", ["SIGUSR1", "SIGTERM"])
+def test_signalled_job_checkpoints_requeues_and_finishes(tmp_path, signal_name):
+    """SLURM's warning signal: the step ends, a checkpoint is written, the job requeues
+    itself with --resume and finishes the run; no step is lost or logged twice."""
+    workdir = tmp_path / "run"
+    args = ["--method", "moco", "--data", "digits@256", "--batch-size", "32", "--epochs", "2",
+            "--set", "method.queue_size=128", "--set", "train.log_every=1",
+            "--set", "train.checkpoint_every_minutes=0", "--set", "train.plot_curves=false",
+            "--no-progress", "--workdir", str(workdir)]  # fmt: skip
+    params = _api_params(args)
+    executor = submitit.AutoExecutor(folder=workdir / "slurm", cluster="local")
+    executor.update_parameters(tasks_per_node=1, nodes=1, timeout_min=10)
+    job = executor.submit(PretrainJob(params))
+    deadline = time.monotonic() + 300
+    while not _steps(workdir) or max(_steps(workdir)) < 3:
+        assert time.monotonic() < deadline and job.get_info()["jobState"] == "RUNNING", \
+            job.stderr()  # fmt: skip
+        time.sleep(0.05)
+    pid = int((workdir / LOCK_NAME).read_text().split()[1])
+    os.kill(pid, getattr(signal, signal_name))
+    summary = next(result for result in job.results() if result)
+    assert summary["epochs"] == 2 and summary["steps"] == 16
+    assert summary["resumed_from"]["step"] >= 3 and summary["resumed_from"]["batches_done"]
+    assert _steps(workdir) == list(range(1, 17)), "every step logged exactly once"
+    log = "".join(path.read_text() for path in (workdir / "slurm").glob("*_0_log.out"))
+    assert f"stopped by {signal_name}" in log and "requeueing" in log
+
+
+def _api_params(args: list[str]) -> dict:
+    """The keyword arguments ``sslkit.pretrain`` would get from these CLI options."""
+    from sslkit.commands.pretrain import pretrain as command
+
+    ctx = command.make_context("pretrain", list(args))
+    options = dict(ctx.params)
+    options.pop("json_path"), options.pop("launcher")
+    for key in ("nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "timeout_min",
+                "partition", "wait"):  # fmt: skip
+        options.pop(key)
+    from sslkit.api.pretrain import parse_overrides
+
+    method = options.pop("method_name")
+    overrides = parse_overrides(options.pop("overrides"))
+    return {"method": method, "overrides": overrides, **options}
+
+
+def _steps(workdir) -> list[int]:
+    path = workdir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return [record["step"] for record in records if record["kind"] == "step"]
