@@ -113,12 +113,14 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]], to_stderr
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=Text(title))
+    table = Table()
     for column in columns:
         table.add_column(Text(column))
     for row in rows:
         table.add_row(*[Text(f"{v:.2f}" if isinstance(v, float) else str(v)) for v in row])
-    Console(stderr=to_stderr).print(table)
+    console = Console(stderr=to_stderr)
+    console.print(Text(title, style="italic"))  # above the table, never wrapped to its width
+    console.print(table)
 
 
 def print_baselines(title: str, rows: list[tuple[Any, Callable[[dict], Any]]], output: dict,
