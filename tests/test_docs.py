@@ -24,10 +24,6 @@ OUTSIDE = re.compile("|".join([r"\w\.md ?§", r"shared/(?:methods|papers)", "/wo
                                "seed" + " spec", "provided" + " sources"]))
 #: recipes whose header comments still cite the specifications; a recipe leaves this set
 #: when its comment is rewritten (the test below fails until it does)
-STILL_CITING = {"configs/moco+logo/fashion-mnist.yaml",
-                "configs/simsiam+logo/fashion-mnist.yaml"}  # fmt: skip
-
-
 def _project_files() -> list[str]:
     """The repository's text files (tracked or new, not ignored)."""
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
@@ -48,15 +44,8 @@ def test_the_readme_is_a_landing_page() -> None:
 
 def test_no_file_cites_material_outside_the_project() -> None:
     found = [name for name in _project_files()
-             if name not in STILL_CITING
-             and OUTSIDE.search((ROOT / name).read_text(errors="replace"))]  # fmt: skip
+             if OUTSIDE.search((ROOT / name).read_text(errors="replace"))]  # fmt: skip
     assert found == [], f"these files cite specifications or machine paths: {found}"
-
-
-@pytest.mark.parametrize("name", sorted(STILL_CITING))
-def test_recipes_listed_as_still_citing_do(name: str) -> None:
-    """Remove a recipe from STILL_CITING once its comment stands alone."""
-    assert OUTSIDE.search((ROOT / name).read_text()), f"{name} no longer cites: drop it"
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

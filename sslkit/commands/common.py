@@ -42,6 +42,13 @@ encoder_option = click.option(
     "--encoder", type=click.Choice(["online", "momentum"]), default="online", show_default=True,
     help="Which backbone embeds the images: online (the papers' protocol) or the momentum "
          "(key / target) encoder of MoCo, PCL, HCSC and BYOL.")  # fmt: skip
+train_labels_option = click.option(
+    "--train-labels", type=click.Path(dir_okay=False), default=None, metavar="FILE.npy",
+    help="Labels (N integers) of --train-features from another tool that carry none, e.g. a "
+         ".npy array.")  # fmt: skip
+test_labels_option = click.option(
+    "--test-labels", type=click.Path(dir_okay=False), default=None, metavar="FILE.npy",
+    help="Labels (N integers) of --test-features from another tool that carry none.")  # fmt: skip
 recompute_bn_option = click.option(
     "--recompute-bn", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
     help="Recompute the BatchNorm statistics on N clean training images before embedding "

@@ -18,6 +18,8 @@ from sslkit.commands.common import (
     report_skipped,
     shot_table,
     skip_bad_images_option,
+    test_labels_option,
+    train_labels_option,
 )
 from sslkit.utils.jsonout import write_json
 
@@ -29,12 +31,8 @@ from sslkit.utils.jsonout import write_json
                                    "(and 'labels'), or a .npy array (N x D).")
 @click.option("--test-features", type=click.Path(dir_okay=False), default=None,
               metavar="FILE", help="Features of the queries (test split), in the same forms.")
-@click.option("--train-labels", type=click.Path(dir_okay=False), default=None,
-              metavar="FILE.npy", help="Labels (N integers) of --train-features from another "
-                                       "tool that carry none, e.g. a .npy array.")
-@click.option("--test-labels", type=click.Path(dir_okay=False), default=None,
-              metavar="FILE.npy", help="Labels (N integers) of --test-features from another tool "
-                                       "that carry none.")
+@train_labels_option
+@test_labels_option
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Instead of feature files: a checkpoint ...")
 @click.option("--data", default=None, metavar="SPEC",

@@ -18,6 +18,8 @@ from sslkit.commands.common import (
     report_skipped,
     shot_table,
     skip_bad_images_option,
+    test_labels_option,
+    train_labels_option,
 )
 from sslkit.utils.jsonout import write_json
 
@@ -34,12 +36,8 @@ from sslkit.utils.jsonout import write_json
                                    "'features' dataset and 'labels', or a .npy array) ...")
 @click.option("--test-features", type=click.Path(dir_okay=False), default=None,
               metavar="FILE", help="... and test features, in the same forms.")
-@click.option("--train-labels", type=click.Path(dir_okay=False), default=None,
-              metavar="FILE.npy", help="Labels (N integers) of --train-features from another "
-                                       "tool that carry none, e.g. a .npy array.")
-@click.option("--test-labels", type=click.Path(dir_okay=False), default=None,
-              metavar="FILE.npy", help="Labels (N integers) of --test-features from another tool "
-                                       "that carry none.")
+@train_labels_option
+@test_labels_option
 @click.option("--recipe", default=None,
               help="An SGD schedule of the papers: pcl (lr 5, x0.1 at 60/80), mocov2 (lr 30), "
                    "adco (lr 10, cosine), conic (lr 75, cosine), simsiam-lars (LARS lr 1.6, "

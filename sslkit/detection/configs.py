@@ -8,7 +8,6 @@ written whole, so the file in the workdir is the one detectron2 reads.
 from __future__ import annotations
 
 import ast
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +50,6 @@ def config_path(name: str) -> Path:
                    "or the path of a YAML file")  # fmt: skip
 
 
-def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated recursively by ``update`` (new dicts; nested dicts are merged)."""
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def load_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML config with its ``_BASE_`` chain resolved (bases relative to the file)."""
     path = Path(path).resolve()
@@ -77,7 +65,9 @@ def load_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
     base = data.pop("_BASE_", None)
     if base is None:
         return data
-    return merge(load_config(path.parent / base, (*_seen, path)), data)
+    from sslkit.config import deep_merge
+
+    return deep_merge(load_config(path.parent / base, (*_seen, path)), data)
 
 
 def get_key(cfg: dict[str, Any], dotted: str, default: Any = None) -> Any:
