@@ -9,8 +9,8 @@ features are as good as pixels on this data (a random ResNet-18 scores 73.4 % he
 on 2 CPU cores a full-width ResNet-18 only reaches that level in the minutes a test can
 spend; most recipes use ``resnet18-w32`` (ResNet-18 with half the channels: 1/4 of the
 compute, so 4x the optimiser steps per minute; 70.0 % at random init) with batch 64, and
-MoCo's and HCSC's ``resnet18-small-w16`` (a 3x3 stem that keeps the resolution, 16..128
-channels) with batch 64.
+MoCo's and HCSC's ``resnet18-small-w16`` (a 3x3 stride-1 stem that keeps more of the
+resolution, 16..128 channels) with batch 64.
 
 Also here: HCSC's clusters agree better with the classes than random features' (AMI),
 the linear probe and 10 %-label fine-tuning of a trained encoder beat random init, and
@@ -28,7 +28,7 @@ from sslkit.data.sources import DEBIAN_FASHION_MNIST
 from tests.conftest import run_cli
 
 SUBSET = "fashion-mnist@10000"
-#: The backbone of each method's recipe: MoCo and HCSC moved to the resolution-keeping stem.
+#: The backbone of each method's recipe: MoCo and HCSC moved to the small-image stem.
 ARCH = {"moco": "resnet18-small-w16", "hcsc": "resnet18-small-w16"}
 DEFAULT_ARCH = "resnet18-w32"
 # kNN top-1 points over random init (resnet18-w32 70.02, resnet18-small-w16 69.07): about
