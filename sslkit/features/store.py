@@ -217,18 +217,18 @@ class DiskRows:
     def __len__(self) -> int:
         return self.shape[0]
 
-    @property
-    def unchecked(self):
-        """The rows as stored, read without the NaN check (for a check that counts them)."""
-        return self._dataset
-
     def __getitem__(self, rows) -> np.ndarray:
+        return self.read(rows)
+
+    def read(self, rows, check_finite: bool = True) -> np.ndarray:
+        """``rows`` of the file; NaN or infinite values are bad input unless ``check_finite``
+        is off (for a check that counts them)."""
         try:
             block = self._dataset[rows]
         except OSError as exc:
             raise BadInput(f"cannot read rows of feature file {self.path} ({exc}): corrupt or "
                            "truncated; re-create it with 'sslkit extract'") from exc  # fmt: skip
-        if block.dtype.kind == "f" and not np.isfinite(block).all():
+        if check_finite and block.dtype.kind == "f" and not np.isfinite(block).all():
             raise BadInput(f"feature file {self.path} holds NaN or infinite values: re-create "
                            "it with 'sslkit extract' from a checkpoint that trained without "
                            "diverging")  # fmt: skip
@@ -423,11 +423,12 @@ class _FloatRows:
 
 def _check_finite(path: Path, rows) -> None:
     """Refuse features with NaN or infinite values, naming the first bad row."""
-    rows = getattr(rows, "unchecked", rows)
     step = max(1, CHECK_BYTES // (4 * rows.shape[1]))
     bad, first = 0, None
     for start in range(0, len(rows), step):
-        finite = np.isfinite(rows[start : start + step]).all(axis=1)
+        block = slice(start, start + step)
+        values = rows.read(block, check_finite=False) if isinstance(rows, DiskRows) else rows[block]
+        finite = np.isfinite(values).all(axis=1)
         if not finite.all():
             if first is None:
                 first = start + int(np.argmin(finite))
