@@ -7,7 +7,8 @@ KIND is where the kill lands, counted from this process's start:
 * ``write:N`` — inside the N-th checkpoint write: the temporary file holds half the bytes,
   the rename has not happened;
 * ``cluster:N`` — inside the N-th k-means (computed, not yet returned to the method);
-* ``time:S`` — S seconds after the start, wherever the process is then.
+* ``time:S`` — S seconds after this process's first training step began, wherever the
+  process is then (in a step, a checkpoint write, the E-step, the logging).
 
 Nothing in sslkit knows about this: the runner wraps library functions before it hands
 the command line to ``sslkit.cli.main``.
@@ -55,13 +56,31 @@ def _truncate_half(args, _result) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+def _arm_timer_at_first_step(seconds: float) -> None:
+    """Start a ``seconds`` timer that SIGKILLs the process when the first training step
+    begins (counting from the start of the process would let a fast machine finish a
+    short resumed run before the instant comes)."""
+    from sslkit.engine.trainer import Trainer
+
+    original = Trainer._to_batch
+    started = {"done": False}
+
+    def wrapper(*args, **kwargs):
+        if not started["done"]:
+            started["done"] = True
+            timer = threading.Timer(seconds, die)
+            timer.daemon = True
+            timer.start()
+        return original(*args, **kwargs)
+
+    Trainer._to_batch = wrapper
+
+
 def arm(plan: str) -> None:
     """Install the kill that ``plan`` (``KIND:N``) names."""
     kind, _, value = plan.partition(":")
     if kind == "time":
-        timer = threading.Timer(float(value), die)
-        timer.daemon = True
-        timer.start()
+        _arm_timer_at_first_step(float(value))
         return
     count = int(value)
     if kind == "step":

@@ -2,7 +2,9 @@
 
 Each victim is a real process (``tests/engine/kill_runner.py``) that kills itself inside
 a training step, inside a checkpoint write (the temporary file half-written), inside the
-k-means of HCSC's E-step, or after a random number of seconds. After every kill the run
+k-means of HCSC's E-step, or a random number of seconds into its training (a seeded
+fraction of the time its next steps take, timed on the uninterrupted run, so that a fast
+machine cannot finish before the instant comes). After every kill the run
 is relaunched with ``--resume``; after the 10th it runs to the end. The final weights,
 optimiser state, MoCo queue / HCSC clustering, step and RNG equal an uninterrupted run's
 exactly, ``metrics.jsonl`` holds every step once, and each kill cost at most the steps
@@ -56,8 +58,8 @@ def kill_plan(method: str, seed: int = 20) -> list[str]:
             plan.append(f"step:{rng.randint(1, 9)}")
         elif kind == "write":
             plan.append(f"write:{rng.randint(1, 2)}")
-        elif kind == "time":
-            plan.append(f"time:{rng.uniform(2.0, 7.0):.2f}")
+        elif kind == "time":  # a fraction of the remaining steps' time, see _seconds_for
+            plan.append(f"time:{rng.uniform(0.1, 0.9):.2f}")
         else:
             plan.append(kind)
     return plan
@@ -96,6 +98,28 @@ def _steps_of_last_start(workdir: Path) -> tuple[int, list[int]]:
     return len(starts), [r["step"] for r in records[starts[-1]:] if r["kind"] == "step"]
 
 
+def _seconds_per_step(workdir: Path) -> float:
+    """Mean wall time of a step in a finished run (E-steps and checkpoint writes included)."""
+    times = [r["time"] for r in _records(workdir) if r["kind"] == "step"]
+    return (times[-1] - times[0]) / (len(times) - 1)
+
+
+def _victim_plan(plan: str, checkpoint_step: int, seconds_per_step: float) -> str:
+    """The seeded plan fitted to the steps left after ``checkpoint_step``, so that every
+    kill lands before the run could end: ``step:N`` at most the steps left, ``write:2``
+    only when ten steps are left, and ``time:F`` (F a fraction) F times the seconds that
+    the next (at most 9) steps take."""
+    kind, _, value = plan.partition(":")
+    left = STEPS - checkpoint_step
+    if kind == "step":
+        return f"step:{min(int(value), left)}"
+    if kind == "write":
+        return f"write:{min(int(value), 1 + left // (2 * EVERY_STEPS))}"
+    if kind == "time":
+        return f"time:{float(value) * min(left, 9) * seconds_per_step:.2f}"
+    return plan
+
+
 def _checkpoint_step(workdir: Path) -> int:
     path = workdir / "checkpoint.pt"
     return torch.load(path, weights_only=True)["step"] if path.is_file() else 0
@@ -109,9 +133,11 @@ def test_kill_storm_ends_equal_to_an_uninterrupted_run(tmp_path, method):
                           capture_output=True, text=True, env=_env(), timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
 
+    seconds_per_step = _seconds_per_step(straight)
     repeated, report = [], []
-    for plan in kill_plan(method):
+    for fraction_plan in kill_plan(method):
         before = _checkpoint_step(stormed)
+        plan = _victim_plan(fraction_plan, before, seconds_per_step)
         runs_before, _ = _steps_of_last_start(stormed)
         victim = subprocess.run([sys.executable, "-m", "tests.engine.kill_runner", plan, "--",
                                  *_command(method, stormed, "--resume")], cwd=ROOT,
