@@ -9,8 +9,8 @@ features are as good as pixels on this data (a random ResNet-18 scores 73.4 % he
 on 2 CPU cores a full-width ResNet-18 only reaches that level in the minutes a test can
 spend; most recipes use ``resnet18-w32`` (ResNet-18 with half the channels: 1/4 of the
 compute, so 4x the optimiser steps per minute; 70.0 % at random init) with batch 64, and
-MoCo's and HCSC's ``resnet18-small-w16`` (a 3x3 stride-1 stem that keeps more of the
-resolution, 16..128 channels) with batch 64.
+those of MoCo, HCSC, PCL and MoCo+CLD ``resnet18-small-w16`` (a 3x3 stride-1 stem that
+keeps more of the resolution, 16..128 channels) with batch 64.
 
 Also here: HCSC's clusters agree better with the classes than random features' (AMI),
 the linear probe and 10 %-label fine-tuning of a trained encoder beat random init, and
@@ -28,21 +28,21 @@ from sslkit.data.sources import DEBIAN_FASHION_MNIST
 from tests.conftest import run_cli
 
 SUBSET = "fashion-mnist@10000"
-#: The backbone of each method's recipe: MoCo and HCSC moved to the small-image stem.
-ARCH = {"moco": "resnet18-small-w16", "hcsc": "resnet18-small-w16"}
+#: The backbone of each method's recipe where it moved to the small-image stem.
+ARCH = {method: "resnet18-small-w16" for method in ("moco", "hcsc", "pcl", "moco+cld")}
 DEFAULT_ARCH = "resnet18-w32"
 # kNN top-1 points over random init (resnet18-w32 70.02, resnet18-small-w16 69.07): about
 # half the smaller gain measured on two 2-core machines (Intel Xeon / AMD EPYC; the
-# small-w16 recipes of MoCo and HCSC on the AMD one only; BENCHMARKS.md, "Learning
+# small-w16 recipes of MoCo, HCSC, PCL and MoCo+CLD on the AMD one only; BENCHMARKS.md, "Learning
 # tests"). The runs are seeded, but BLAS and thread differences between machines change
 # them by up to ~1.5 points, so a margin near the gain would flip; a broken loss (gain ~0)
 # still fails.
 KNN_MARGIN = {
     "moco": 3.0,  # resnet18-small-w16, 9 epochs: +7.00 on AMD
     "hcsc": 3.0,  # resnet18-small-w16, 8 epochs: +7.17 on AMD
-    "pcl": 1.4,  # 8 epochs: +2.99 on AMD (4 epochs: +2.58 / +1.49)
+    "pcl": 3.0,  # resnet18-small-w16, 14 epochs: +8.08 on AMD
     "npid": 1.2,  # 12 epochs: +2.64 on AMD (6 epochs: +1.16 / -0.99)
-    "moco+cld": 1.5,  # +3.42 / +3.27
+    "moco+cld": 3.0,  # resnet18-small-w16, 9 epochs: +6.55 on AMD
     "npid+cld": 1.5,  # +3.12 / +3.47
     "simsiam": 0.75,  # +2.31 / +1.52
     "byol": 0.8,  # +2.69 / +1.65
