@@ -58,7 +58,7 @@ def kill_plan(method: str, seed: int = 20) -> list[str]:
             plan.append(f"step:{rng.randint(1, 9)}")
         elif kind == "write":
             plan.append(f"write:{rng.randint(1, 2)}")
-        elif kind == "time":  # a fraction of the remaining steps' time, see _seconds_for
+        elif kind == "time":  # a fraction of the next steps' time, see _victim_plan
             plan.append(f"time:{rng.uniform(0.1, 0.9):.2f}")
         else:
             plan.append(kind)
