@@ -134,15 +134,15 @@ def run_seeds(config_file: str | Path, datasets: dict[str, dict], seeds: list[in
     return {"runs": runs, **aggregate(runs)}
 
 
-def launch_command(config_file: str | Path, task: str, datasets_root: str | Path,
+def launch_command(config_file: str | Path, task: str, data_root: str | Path,
                    num_gpus: int, seeds: list[int], json_path: str | Path,
                    python: str | None = None) -> str:  # fmt: skip
     """The shell command that runs the trainings of a written config (``python``: the
     interpreter to name, default this one; a dry run names ``python`` for another machine)."""
     args = [python or sys.executable or "python", "-m",
             "sslkit.detection.launch", "--config-file", str(Path(config_file).resolve()),
-            "--task", task, "--datasets-root", str(Path(datasets_root).expanduser().resolve()),
-            "--num-gpus", str(num_gpus), "--seed", str(seeds[0]), "--seeds", str(len(seeds)),
+            "--task", task, "--data-root", str(Path(data_root).expanduser().resolve()),
+            "--num-gpus", str(num_gpus), "--seed", str(seeds[0]), "--runs", str(len(seeds)),
             "--json", str(Path(json_path).resolve())]  # fmt: skip
     return shlex.join(args)
 
@@ -158,10 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description=main.__doc__)  # fmt: skip
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--task", choices=("voc", "coco"), required=True)
-    parser.add_argument("--datasets-root", required=True)
+    # --datasets-root and --seeds: the names in a command.sh written by sslkit 0.1.0
+    parser.add_argument("--data-root", "--datasets-root", dest="data_root", required=True)
     parser.add_argument("--num-gpus", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="the first run's seed")
+    parser.add_argument("--runs", "--seeds", dest="runs", type=int, default=1,
+                        help="runs, with seeds --seed, --seed + 1, ...")
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
     try:
@@ -169,11 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         check_gpus(args.num_gpus)
         cfg = load_config(args.config_file)
         names = list(cfg["DATASETS"]["TRAIN"]) + list(cfg["DATASETS"]["TEST"])
-        datasets = resolve_datasets(names, args.datasets_root, check=True)
+        datasets = resolve_datasets(names, args.data_root, check=True)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    seeds = list(range(args.seed, args.seed + args.seeds))
+    seeds = list(range(args.seed, args.seed + args.runs))
     output = run_seeds(args.config_file, datasets, seeds, args.num_gpus, cfg["OUTPUT_DIR"])
     write_json({"task": args.task, "config_file": args.config_file, **output},
                args.json_path)  # fmt: skip

@@ -68,7 +68,7 @@ def test_dry_run_writes_weights_config_command_and_json(r50_release, voc_root, t
     command = (workdir / "command.sh").read_text()
     assert output["command"] in command
     assert "-m sslkit.detection.launch --config-file" in command and "--num-gpus 8" in command
-    assert "--seeds 5" in command
+    assert "--runs 5" in command
     # VOC2012 is not in the fixture: a dry run says so instead of failing.
     assert any("voc_2012_trainval not found" in note for note in output["notes"])
     assert json.loads((workdir / "detect.json").read_text())["command"] == output["command"]

@@ -43,7 +43,19 @@ def test_missing_detectron2_is_bad_input_with_the_install_line(monkeypatch, caps
     assert "\n" not in message
     assert "pip install --no-build-isolation 'git+https://github.com/facebookresearch/" \
         "detectron2.git'" in message  # fmt: skip
-    assert main(["--config-file", "c.yaml", "--task", "voc", "--datasets-root", "."]) == 2
+    assert main(["--config-file", "c.yaml", "--task", "voc", "--data-root", "."]) == 2
+    assert capsys.readouterr().err.startswith("error: detectron2 is not importable")
+
+
+@pytest.mark.parametrize("root_flag,runs_flag", [("--data-root", "--runs"),
+                                                 ("--datasets-root", "--seeds")])  # fmt: skip
+def test_the_launcher_takes_the_public_names_and_those_of_old_command_files(
+        monkeypatch, capsys, root_flag, runs_flag):  # fmt: skip
+    """``--data-root``/``--runs`` as ``sslkit detect`` names them; the 0.1.0 spellings of a
+    command.sh written then still parse (an unknown flag would exit from argparse instead)."""
+    monkeypatch.setitem(sys.modules, "detectron2", None)
+    argv = ["--config-file", "c.yaml", "--task", "voc", root_flag, ".", runs_flag, "2"]
+    assert main(argv) == 2
     assert capsys.readouterr().err.startswith("error: detectron2 is not importable")
 
 
@@ -52,5 +64,5 @@ def test_the_command_names_config_datasets_gpus_and_seeds(tmp_path):
     command = launch_command(tmp_path / "my config.yaml", "voc", tmp_path, 8, [3, 4, 5],
                              tmp_path / "detect.json", python="python")  # fmt: skip
     assert command.startswith("python -m sslkit.detection.launch --config-file '")
-    assert "--num-gpus 8 --seed 3 --seeds 3" in command
-    assert f"--datasets-root {tmp_path}" in command
+    assert "--num-gpus 8 --seed 3 --runs 3" in command
+    assert f"--data-root {tmp_path}" in command

@@ -60,7 +60,7 @@ def test_command_and_config_keep_hostile_values_literal(digits_run, tmp_path):
     assert done.returncode == 0, done.stderr
     args = args_file.read_bytes().decode().split("\0")[:-1]
     assert args[args.index("--config-file") + 1] == str((workdir / "config.yaml").resolve())
-    assert args[args.index("--datasets-root") + 1] == str(voc.resolve())
+    assert args[args.index("--data-root") + 1] == str(voc.resolve())
     assert _pwned(tmp_path) == [], "nothing in a value ran"
 
 
