@@ -66,6 +66,14 @@ def epochs_to_score(ends: dict[int, float], launched: float, every: int) -> set[
     return chosen
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer: give 1 or more")
+    return value
+
+
 def machine() -> str:
     """CPU model and core count, for the record."""
     model = platform.processor() or "unknown CPU"
@@ -226,7 +234,7 @@ def main() -> None:
     one.add_argument("--label")
     one.add_argument("--workdir")
     one.add_argument("--set", action="append", help="KEY=VALUE passed to pretrain --set")
-    one.add_argument("--score-every", type=int, default=1,
+    one.add_argument("--score-every", type=positive_int, default=1,
                      help="score every N-th epoch's checkpoint (plus the last, and the last "
                           "within 15 and 30 minutes): long runs spend less on evaluation")
     refs = sub.add_parser("references")
