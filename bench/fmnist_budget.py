@@ -86,7 +86,7 @@ def machine() -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Train (timed), then score every epoch checkpoint; append the record."""
+    """Train (timed), then score the checkpoints ``--score-every`` picks; append the record."""
     import torch
 
     from sslkit.data.specs import load_split
@@ -107,15 +107,12 @@ def run(args: argparse.Namespace) -> None:
     train, test = load_split("fashion-mnist", "train"), load_split("fashion-mnist", "test")
     ends = epoch_times(workdir)
     curve = []
-    scored = epochs_to_score(ends, launched, args.score_every)
-    for path in sorted(workdir.glob("checkpoint_epoch*.pt")):
-        encoder = load_encoder(path)
-        if int(encoder.checkpoint["epoch"]) not in scored:
-            continue
+    # the trainer names each kept checkpoint checkpoint_epochNNNN.pt
+    for epoch in sorted(epochs_to_score(ends, launched, args.score_every)):
+        encoder = load_encoder(workdir / f"checkpoint_epoch{epoch:04d}.pt")
         size = encoder.config["augment"].get("size") or train.info.image_size
         transform = EvalTransform(size, train.info.mean, train.info.std)
         torch.manual_seed(0)
-        epoch = int(encoder.checkpoint["epoch"])
         top1 = knn_top1(encoder.build_backbone(), train, test, transform)
         curve.append({"epoch": epoch, "minutes": round((ends[epoch] - launched) / 60, 2),
                       "knn_top1": round(top1, 2)})  # fmt: skip
