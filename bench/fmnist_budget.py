@@ -198,11 +198,15 @@ def plot(args: argparse.Namespace) -> None:
 
     refs = json.loads(REFERENCES_FILE.read_text())
     figure, axes = plt.subplots(figsize=(9, 5.5))
+    # One colour per run up to 20 (the default cycle repeats after 10): tab20's ten strong
+    # colours first, then their light twins.
+    tab20 = plt.get_cmap("tab20").colors
+    colours = iter(tab20[0::2] + tab20[1::2])
     for r in sorted(load_runs(), key=lambda r: r["label"]):
         minutes = [0.0] + [p["minutes"] for p in r["curve"]]
         start = refs["random_init"].get(r["arch"])
         top1 = [start if start is not None else float("nan")] + [p["knn_top1"] for p in r["curve"]]
-        axes.plot(minutes, top1, marker=".", label=r["label"])
+        axes.plot(minutes, top1, marker=".", label=r["label"], color=next(colours, None))
     axes.axhline(refs["raw_pixels"], color="black", linestyle="--", linewidth=1,
                  label=f"raw pixels ({refs['raw_pixels']:.1f})")  # fmt: skip
     for arch, value in refs["random_init"].items():
