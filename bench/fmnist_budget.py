@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from sslkit.data.specs import load_split
+    from sslkit.engine.trainer import kept_checkpoint_name
     from sslkit.features.extract import EvalTransform
     from sslkit.models.checkpoint import load_encoder
 
@@ -107,9 +108,8 @@ def run(args: argparse.Namespace) -> None:
     train, test = load_split("fashion-mnist", "train"), load_split("fashion-mnist", "test")
     ends = epoch_times(workdir)
     curve = []
-    # the trainer names each kept checkpoint checkpoint_epochNNNN.pt
     for epoch in sorted(epochs_to_score(ends, launched, args.score_every)):
-        encoder = load_encoder(workdir / f"checkpoint_epoch{epoch:04d}.pt")
+        encoder = load_encoder(workdir / kept_checkpoint_name(epoch))
         size = encoder.config["augment"].get("size") or train.info.image_size
         transform = EvalTransform(size, train.info.mean, train.info.std)
         torch.manual_seed(0)

@@ -52,6 +52,11 @@ from sslkit.models.backbones import build_backbone, default_arch
 from sslkit.utils.atomic import atomic_path, remove_stale_temp_files
 
 
+def kept_checkpoint_name(epoch: int) -> str:
+    """File name of the copy ``train.keep_checkpoints`` keeps of epoch ``epoch``'s checkpoint."""
+    return f"checkpoint_epoch{epoch:04d}.pt"
+
+
 class TrainingDiverged(BadInput):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -420,7 +425,7 @@ class Trainer:
         if self.train["keep_checkpoints"] and position is None:
             import shutil
 
-            with atomic_path(self.workdir / f"checkpoint_epoch{self.epoch:04d}.pt") as tmp:
+            with atomic_path(self.workdir / kept_checkpoint_name(self.epoch)) as tmp:
                 shutil.copyfile(path, tmp)
         distributed.barrier()
         self.curves.update()
